@@ -1,0 +1,1 @@
+"""Serving: the vLLM process, adapter hot-loading, the chat client and the OpenAI-compatible API."""

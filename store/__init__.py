@@ -1,0 +1,1 @@
+"""Persistent state of tuneloop: settings, the SQLite database and one function per query."""

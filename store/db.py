@@ -1,0 +1,48 @@
+"""Open the SQLite database: WAL, a busy timeout, foreign keys, and the schema migrated.
+
+Open one `Database` per call site (a request handler, a CLI command, the trainer process):
+sqlite-utils connections may only be used in the thread that opened them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from sqlite_utils import Database
+
+from store.migrations import migrations
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def open_db(path: Path | str) -> Database:
+    """A connection to the database at `path`, created and migrated on first use."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+    db = Database(conn)
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA foreign_keys = ON")
+    if db.journal_mode != "wal":
+        db.enable_wal()
+    migrations.apply(db)
+    return db
+
+
+@contextmanager
+def connect(path: Path | str) -> Iterator[Database]:
+    """`with connect(settings.db_path) as db:` opens, yields and always closes a connection."""
+    db = open_db(path)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def now() -> str:
+    """The timestamp format every table uses: ISO 8601 in UTC, sortable as text."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

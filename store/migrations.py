@@ -1,0 +1,205 @@
+"""The database schema, as a list of sqlite-utils migrations applied in order at every open.
+
+Later changes add migrations at the end; an applied migration is never edited.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("tuneloop")
+
+
+@migrations()
+def m001_datasets(db: Database) -> None:
+    """Datasets hold immutable versions; a version is a frozen set of conversations with lineage."""
+    db["datasets"].create(
+        {"id": int, "name": str, "description": str, "created_at": str},
+        pk="id", not_null={"name", "created_at"}, defaults={"description": ""},
+    )
+    db["datasets"].create_index(["name"], unique=True)
+    db["dataset_versions"].create(
+        {
+            "id": int,
+            "dataset_id": int,
+            "version": int,  # 1, 2, ... within its dataset
+            "parent_id": int,  # the version this one extends; NULL for a first version
+            "kind": str,  # import | feedback | merge
+            "sources": str,  # JSON list: files (name, sha256, format, counts) or ratings used
+            "note": str,
+            "conversation_count": int,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("dataset_id", "datasets", "id"), ("parent_id", "dataset_versions", "id")],
+        not_null={"dataset_id", "version", "kind", "created_at"},
+        defaults={"sources": "[]", "note": "", "conversation_count": 0},
+    )
+    db["dataset_versions"].create_index(["dataset_id", "version"], unique=True)
+    # Conversations are content-addressed: the same messages imported twice are one row,
+    # shared by every version that contains them.
+    db["conversations"].create(
+        {
+            "id": int,
+            "content_hash": str,
+            "messages": str,  # JSON: [{"role", "content", "weight"?}]
+            "source": str,  # file name or "feedback"
+            "source_format": str,
+            "external_id": str,
+            "meta": str,  # JSON object
+            "created_at": str,
+        },
+        pk="id", not_null={"content_hash", "messages", "created_at"},
+        defaults={"meta": "{}", "source": "", "source_format": ""},
+    )
+    db["conversations"].create_index(["content_hash"], unique=True)
+    db["version_conversations"].create(
+        {"version_id": int, "conversation_id": int, "position": int},
+        pk=("version_id", "conversation_id"),
+        foreign_keys=[("version_id", "dataset_versions", "id"), ("conversation_id", "conversations", "id")],
+    )
+    db["version_conversations"].create_index(["conversation_id"])
+    # One row per import, with the full reject list, so a report can be shown again later.
+    db["imports"].create(
+        {
+            "id": int,
+            "version_id": int,
+            "source": str,
+            "format": str,
+            "encoding": str,
+            "imported": int,
+            "rejected": int,
+            "duplicates": int,
+            "report": str,  # JSON: rejects, warnings
+            "created_at": str,
+        },
+        pk="id", foreign_keys=[("version_id", "dataset_versions", "id")],
+    )
+
+
+@migrations()
+def m002_training(db: Database) -> None:
+    """Training runs, their metrics, and the adapters they produce."""
+    db["runs"].create(
+        {
+            "id": int,
+            "name": str,
+            "method": str,  # sft | kto | dpo
+            "status": str,  # queued | running | completed | failed | cancelled
+            "dataset_version_id": int,
+            "base_model": str,
+            "parent_adapter_id": int,
+            "config": str,  # JSON: the full run config, enough to reproduce the run
+            "run_dir": str,
+            "pid": int,
+            "step": int,
+            "total_steps": int,
+            "cancel_requested": int,
+            "keep_checkpoint": int,
+            "error": str,
+            "log_tail": str,
+            "metrics": str,  # JSON: final metrics
+            "adapter_id": int,
+            "created_at": str,
+            "started_at": str,
+            "finished_at": str,
+            "heartbeat_at": str,
+        },
+        pk="id",
+        foreign_keys=[("dataset_version_id", "dataset_versions", "id")],
+        not_null={"method", "status", "config", "created_at"},
+        defaults={"step": 0, "total_steps": 0, "cancel_requested": 0, "keep_checkpoint": 0, "metrics": "{}"},
+    )
+    db["runs"].create_index(["status"])
+    db["run_metrics"].create(
+        {"run_id": int, "step": int, "name": str, "value": float, "split": str, "created_at": str},
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["run_metrics"].create_index(["run_id", "step"])
+    db["adapters"].create(
+        {
+            "id": int,
+            "name": str,  # unique and never reused: vLLM caches by name
+            "version": int,  # 1, 2, ... within its family (the dataset it was first trained on)
+            "family": str,
+            "base_model": str,
+            "path": str,
+            "rank": int,
+            "run_id": int,
+            "dataset_version_id": int,
+            "parent_id": int,
+            "status": str,  # available | archived (serving state comes from the server)
+            "meta": str,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id"), ("parent_id", "adapters", "id"),
+                      ("dataset_version_id", "dataset_versions", "id")],
+        not_null={"name", "base_model", "path", "status", "created_at"},
+        defaults={"status": "available", "meta": "{}"},
+    )
+    db["adapters"].create_index(["name"], unique=True)
+
+
+@migrations()
+def m003_feedback(db: Database) -> None:
+    """Chat sessions and messages, A/B turns, ratings, and which ratings each dataset version used."""
+    db["chat_sessions"].create(
+        {"id": int, "user": str, "mode": str, "system_prompt": str, "created_at": str},
+        pk="id", defaults={"mode": "single", "system_prompt": ""},
+    )
+    db["chat_messages"].create(
+        {
+            "id": int,
+            "session_id": int,
+            "parent_id": int,  # the message this one answers; the thread is the parent chain
+            "role": str,
+            "content": str,
+            "model": str,  # base model or adapter name, for assistant messages
+            "settings": str,  # JSON: sampling settings and system prompt used
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("session_id", "chat_sessions", "id"), ("parent_id", "chat_messages", "id")],
+        defaults={"settings": "{}"},
+    )
+    db["chat_messages"].create_index(["session_id"])
+    db["ab_turns"].create(
+        {
+            "id": int,
+            "session_id": int,
+            "message_a_id": int,
+            "message_b_id": int,
+            "blind": int,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("session_id", "chat_sessions", "id"), ("message_a_id", "chat_messages", "id"),
+                      ("message_b_id", "chat_messages", "id")],
+    )
+    db["ratings"].create(
+        {
+            "id": int,
+            "kind": str,  # thumb | verdict | correction
+            "message_id": int,  # thumb and correction: the rated assistant message
+            "ab_turn_id": int,  # verdict: the A/B turn
+            "value": str,  # up|down ; a|b|tie|both_bad ; the corrected text
+            "user": str,
+            "context": str,  # JSON: the conversation up to the rated answer
+            "models": str,  # JSON: models involved, by side
+            "settings": str,  # JSON
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        foreign_keys=[("message_id", "chat_messages", "id"), ("ab_turn_id", "ab_turns", "id")],
+        not_null={"kind", "value", "created_at"},
+        defaults={"user": "", "context": "[]", "models": "{}", "settings": "{}"},
+    )
+    # A user has one rating of each kind per target: rating again changes it.
+    db["ratings"].create_index(["kind", "message_id", "ab_turn_id", "user"], unique=True)
+    db["version_ratings"].create(
+        {"version_id": int, "rating_id": int},
+        pk=("version_id", "rating_id"),
+        foreign_keys=[("version_id", "dataset_versions", "id"), ("rating_id", "ratings", "id")],
+    )

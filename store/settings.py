@@ -1,0 +1,145 @@
+"""The one typed settings object, read from TUNELOOP_* environment variables and passed explicitly.
+
+It lives in `store` because every other package depends on `store` and nothing else is shared:
+`training`, `serving` and `ui` each read the fields they need from the instance they are handed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
+# vLLM accepts only these values for --max-lora-rank.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "tuneloop"
+
+
+class Settings(BaseSettings):
+    """Everything an installation can configure; `TUNELOOP_DATA_DIR=/srv/tuneloop` sets `data_dir`."""
+
+    model_config = SettingsConfigDict(env_prefix="TUNELOOP_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Holds the database, prepared models, run folders, adapters and logs."""
+
+    base_model: str = ""
+    """Base model: a local transformers model directory or a hub id. Empty: the embedded default."""
+
+    base_model_name: str = ""
+    """Name the base model is served and chosen under. Empty: derived from the model directory."""
+
+    vllm_url: str = ""
+    """URL of an existing vLLM server (e.g. http://gpu-box:8000). Empty: start one on loopback."""
+
+    vllm_port: int = 8011
+    """Loopback port of the vLLM server that tuneloop starts."""
+
+    vllm_target: Literal["auto", "cpu", "gpu"] = "auto"
+    """Which vLLM build the local server uses; auto picks gpu when CUDA is visible."""
+
+    max_loras: int = Field(default=4, ge=1)
+    """Adapters vLLM keeps active in one batch; requests for more wait."""
+
+    max_cpu_loras: int = Field(default=16, ge=1)
+    """Adapters vLLM keeps cached in memory; must be at least max_loras."""
+
+    max_lora_rank: int = 16
+    """Highest LoRA rank the server accepts; training refuses ranks above it."""
+
+    max_model_len: int = Field(default=2048, ge=128)
+    """Longest prompt plus answer the server handles, in tokens."""
+
+    kv_cache_gib: int = Field(default=2, ge=1)
+    """KV cache space for vLLM on CPU, in GiB."""
+
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    """Share of GPU memory vLLM may take (GPU build only)."""
+
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    """GPUs one vLLM server spreads the model over (GPU build only)."""
+
+    host: str = "127.0.0.1"
+    """Address the web app and its OpenAI-compatible API listen on."""
+
+    port: int = 7860
+    """Port of the web app and its OpenAI-compatible API (under /v1)."""
+
+    api_key: str = ""
+    """Key clients must send as a Bearer token to /v1. Empty: the API is off unless host is loopback."""
+
+    users: str = ""
+    """Optional logins for the web app, as 'name:password,name2:password2'. Empty: no login."""
+
+    max_conversation_messages: int = Field(default=200, ge=2)
+    """Imports report conversations with more messages than this."""
+
+    max_conversation_chars: int = Field(default=32_000, ge=100)
+    """Imports report conversations with more characters than this."""
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _rank_vllm_accepts(cls, v: int) -> int:
+        if v not in VLLM_LORA_RANKS:
+            raise ValueError(f"max_lora_rank must be one of {VLLM_LORA_RANKS} (vLLM's allowed values), got {v}")
+        return v
+
+    @field_validator("max_cpu_loras")
+    @classmethod
+    def _cpu_loras_cover_active(cls, v: int, info) -> int:
+        if v < info.data.get("max_loras", 1):
+            raise ValueError("max_cpu_loras must be at least max_loras")
+        return v
+
+    # Derived paths: one place that knows the layout of the data directory.
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "tuneloop.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def default_model_dir(self) -> Path:
+        return self.models_dir / DEFAULT_MODEL_DIRNAME
+
+    @property
+    def base_model_path(self) -> str:
+        """What to hand `from_pretrained` and `vllm --model`: a directory path or a hub id."""
+        return self.base_model or str(self.default_model_dir)
+
+    @property
+    def served_base_name(self) -> str:
+        if self.base_model_name:
+            return self.base_model_name
+        return Path(self.base_model_path.rstrip("/")).name.lower()
+
+    def login_pairs(self) -> list[tuple[str, str]]:
+        pairs = []
+        for item in filter(None, (p.strip() for p in self.users.split(","))):
+            name, sep, password = item.partition(":")
+            if not sep or not name or not password:
+                raise ValueError(f"TUNELOOP_USERS entry {item!r} must be name:password")
+            pairs.append((name, password))
+        return pairs

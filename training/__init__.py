@@ -1,0 +1,1 @@
+"""Training: importers, validation, dataset building, the LoRA recipe and the job runner."""
