@@ -196,10 +196,15 @@ def m003_feedback(db: Database) -> None:
         not_null={"kind", "value", "created_at"},
         defaults={"user": "", "context": "[]", "models": "{}", "settings": "{}"},
     )
-    # A user has one rating of each kind per target: rating again changes it.
-    db["ratings"].create_index(["kind", "message_id", "ab_turn_id", "user"], unique=True)
+    # A user has one rating of each kind per target: rating again changes it. SQLite treats NULLs
+    # as distinct in unique indexes, so the nullable targets are coalesced.
+    db.execute(
+        "create unique index ratings_one_per_user on ratings"
+        " (kind, coalesce(message_id, 0), coalesce(ab_turn_id, 0), coalesce(user, ''))"
+    )
     db["version_ratings"].create(
         {"version_id": int, "rating_id": int},
         pk=("version_id", "rating_id"),
         foreign_keys=[("version_id", "dataset_versions", "id"), ("rating_id", "ratings", "id")],
     )
+

@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
             return
         typer.echo(f"{file.name}: format {report.format} ({report.format_reason}), encoding {report.encoding}")
         typer.echo(
-            f"imported {report.imported} conversations into {report.version}; rejected {report.rejected}; "
+            f"imported {report.imported} conversation{'s' if report.imported != 1 else ''} into {report.version}; rejected {report.rejected}; "
             f"dropped {report.duplicates} duplicates in the file and {report.already_in_dataset} already in the dataset"
         )
         _print_rejects(report)

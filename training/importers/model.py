@@ -1,0 +1,140 @@
+"""The importers' types: options, the raw record a parser yields, and what an import stream yields.
+
+Pure data, no IO. Tested through every tests/test_importers_*.py file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+FORMATS = ("openai", "sharegpt", "alpaca", "csv", "transcript", "zendesk", "intercom")
+ROLES = ("system", "user", "assistant")
+CSV_COLUMN_KEYS = ("conversation", "order", "speaker", "text", "question", "answer", "system")
+
+# How a format is named in messages to people ("this does not look like ...").
+FORMAT_TITLES = {
+    "openai": "OpenAI chat JSONL",
+    "sharegpt": "ShareGPT JSON",
+    "alpaca": "Alpaca JSON",
+    "csv": "CSV",
+    "transcript": "a plain-text transcript",
+    "zendesk": "a Zendesk ticket export",
+    "intercom": "an Intercom conversation export",
+}
+
+
+class ImportFileError(Exception):
+    """The whole file cannot be read (undecodable, empty, not the format claimed, unknown format).
+
+    The message says what, where, and what to do about it."""
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How to read one file. `open_import` checks the values and raises ImportFileError naming the bad one."""
+
+    format: str = "auto"
+    """"auto" (detect from the content) or one of FORMATS."""
+    role_map: dict[str, str] = field(default_factory=dict)
+    """Extra speaker name -> role for sharegpt, csv and transcript ({"bot": "assistant"}); overrides defaults."""
+    csv_columns: dict[str, str] = field(default_factory=dict)
+    """CSV field -> column name, keys from CSV_COLUMN_KEYS ({"text": "body"}); missing ones are detected."""
+    transcript_labels: dict[str, str] = field(default_factory=dict)
+    """Transcript label -> role ({"Kunde": "user"}), added to the defaults: Customer/User/Client,
+    Agent/Support/Assistant/Bot, System."""
+    transcript_separator: str | None = None
+    """A marker line between transcript conversations ("---"); without one, blank lines separate them."""
+    max_messages: int = 200
+    """Longer conversations are imported, with an ImportWarning."""
+    max_chars: int = 32000
+    """Conversations with more characters of content are imported, with an ImportWarning."""
+
+    def problems(self) -> list[str]:
+        """What is wrong with these options, in words naming the option; empty when all is well."""
+        out = []
+        if self.format != "auto" and self.format not in FORMATS:
+            out.append(f"unknown format {self.format!r}: choose auto or one of {', '.join(FORMATS)}")
+        for option, mapping in (("role map", self.role_map), ("transcript label", self.transcript_labels)):
+            for name, role in mapping.items():
+                if not str(name).strip():
+                    out.append(f"{option} has an empty name (for role {role!r})")
+                if role not in ROLES:
+                    out.append(f"{option} {name}={role}: {role!r} is not one of {'/'.join(ROLES)}")
+        for key, column in self.csv_columns.items():
+            if key not in CSV_COLUMN_KEYS:
+                out.append(f"CSV column {key}={column}: {key!r} is not one of {', '.join(CSV_COLUMN_KEYS)}")
+            elif not str(column).strip():
+                out.append(f"CSV column {key!r} names an empty column")
+        if self.transcript_separator is not None and not self.transcript_separator.strip():
+            out.append("the transcript separator is blank: leave it unset to separate conversations by blank lines")
+        for name in ("max_messages", "max_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                out.append(f"{name} must be a positive whole number, got {value!r}")
+        return out
+
+
+@dataclass(frozen=True)
+class Record:
+    """One conversation as a parser found it: messages mapped to roles but not yet validated.
+
+    A message may carry "_at" (where it came from, e.g. "line 14" or "field 'output'") so that
+    validation reasons can point into the source."""
+
+    messages: list[dict]
+    location: str
+    external_id: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+# One encoder for every hash (json.dumps with options builds a new one per call); ensure_ascii keeps
+# the bytes stable and never fails on odd code points.
+_CANONICAL = json.JSONEncoder(ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+
+
+def messages_hash(messages: list[dict]) -> str:
+    """sha256 (hex) of the canonical JSON of roles, contents and weights; an absent weight counts as 1."""
+    return messages_digest(messages).hex()
+
+
+def messages_digest(messages: list[dict]) -> bytes:
+    """messages_hash as 32 raw bytes (what the in-file dedup set keeps)."""
+    canonical = [
+        {"role": m["role"], "content": m["content"], "weight": m.get("weight", 1)} if m["role"] == "assistant"
+        else {"role": m["role"], "content": m["content"]}
+        for m in messages
+    ]
+    return hashlib.sha256(_CANONICAL.encode(canonical).encode("ascii")).digest()
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A validated conversation in canonical form, with where it came from."""
+
+    messages: list[dict]
+    location: str
+    external_id: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        """The dedup key: the same messages (roles, contents, weights) give the same hash."""
+        return messages_hash(self.messages)
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record that was not imported; the reason names the message index and field."""
+
+    location: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImportWarning:  # noqa: A001 - the name is the public API; it shadows the builtin only here
+    """Something worth a look in a conversation that was imported anyway."""
+
+    location: str
+    message: str
