@@ -74,3 +74,17 @@ def set_status(db: Database, name: str, status: str) -> None:
 
 def _decode(row: dict) -> dict:
     return {**row, "meta": json.loads(row.get("meta") or "{}")}
+
+
+def set_load_error(db: Database, name: str, error: str | None) -> None:
+    """Remember why serving could not load an adapter (kept in meta["load_error"]); None clears it."""
+    row = get_adapter(db, name)
+    meta = row["meta"]
+    if (meta.get("load_error") or None) == (error or None):
+        return
+    if error:
+        meta.update(load_error=error, load_error_at=now())
+    else:
+        meta.pop("load_error", None)
+        meta.pop("load_error_at", None)
+    db["adapters"].update(row["id"], {"meta": json.dumps(meta)})

@@ -46,3 +46,26 @@ def connect(path: Path | str) -> Iterator[Database]:
 def now() -> str:
     """The timestamp format every table uses: ISO 8601 in UTC, sortable as text."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """`db.atomic()`, but taking the write lock up front (BEGIN IMMEDIATE).
+
+    A deferred transaction that reads and then writes fails at once with "database is locked" when
+    another connection wrote in between (WAL snapshots cannot be upgraded); an immediate one waits
+    for the busy timeout instead. Use it for read-then-write work that several users do at once.
+    Inside an open transaction it is a savepoint, like `db.atomic()`.
+    """
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.rollback()
+        raise
+    else:
+        db.execute("COMMIT")

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     kv_cache_gib: int = Field(default=2, ge=1)
     """KV cache space for vLLM on CPU, in GiB."""
 
+    vllm_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Weights' dtype in vLLM. auto: the model's, but float32 on CPUs without native bf16 (AVX2 only)."""
+
+    vllm_cpu_reserved_cores: int | None = Field(default=None, ge=0)
+    """CPU cores vLLM-CPU keeps free of model threads (VLLM_CPU_NUM_OF_RESERVED_CPU). None: vLLM's default."""
+
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     """Share of GPU memory vLLM may take (GPU build only)."""
 
@@ -74,7 +80,7 @@ class Settings(BaseSettings):
     """Port of the web app and its OpenAI-compatible API (under /v1)."""
 
     api_key: str = ""
-    """Key clients must send as a Bearer token to /v1. Empty: the API is off unless host is loopback."""
+    """Key clients must send as a Bearer token to /v1. Empty: the /v1 API refuses every request."""
 
     users: str = ""
     """Optional logins for the web app, as 'name:password,name2:password2'. Empty: no login."""
@@ -84,6 +90,9 @@ class Settings(BaseSettings):
 
     max_conversation_chars: int = Field(default=32_000, ge=100)
     """Imports report conversations with more characters than this."""
+
+    train_concurrency: int = Field(default=1, ge=1)
+    """Training runs allowed to run at once on this machine; further runs wait as queued."""
 
     @field_validator("max_lora_rank")
     @classmethod

@@ -1,0 +1,130 @@
+"""The app's OpenAI-compatible API in-process, against a scripted upstream (serving/api.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fake_vllm import FakeVllm
+from serving.api import create_api
+from serving_helpers import fake_adapter, fake_base_model, free_port, make_settings
+from store.adapters import register_adapter, set_status
+from store.db import connect
+
+KEY = "s3cret-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture
+def upstream():
+    srv = FakeVllm(free_port()).start_in_thread()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def s(tmp_path):
+    return make_settings(tmp_path / "data", fake_base_model(tmp_path / "models"), api_key=KEY)
+
+
+@pytest.fixture
+def client(s, upstream):
+    with TestClient(create_api(s, upstream_url=upstream.url)) as c:
+        yield c
+
+
+def add_adapter(s, upstream, tmp_path, name, *, loaded=True, archived=False):
+    path = fake_adapter(tmp_path / name, s.base_model_path)
+    with connect(s.db_path) as db:
+        register_adapter(db, name=name, family="f", version=1, base_model=s.base_model_path, path=str(path),
+                         rank=8, run_id=None, dataset_version_id=None, parent_id=None)
+        if archived:
+            set_status(db, name, "archived")
+    if loaded:
+        upstream.adapters[name] = str(path)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY},
+                                     {"Authorization": f"Basic {KEY}"}])
+def test_requests_without_the_key_get_401(client, headers):
+    for response in (client.get("/v1/models", headers=headers),
+                     client.post("/v1/chat/completions", headers=headers, json={"model": "base", "messages": []})):
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "authentication_error"
+
+
+def test_no_key_configured_refuses_everything_and_says_how_to_set_it(tmp_path, upstream):
+    s = make_settings(tmp_path / "data", fake_base_model(tmp_path / "m"), api_key="")
+    with TestClient(create_api(s, upstream_url=upstream.url)) as c:
+        for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer anything"}):
+            r = c.get("/v1/models", headers=headers)
+            assert r.status_code == 401 and "TUNELOOP_API_KEY" in r.json()["error"]["message"]
+
+
+def test_models_lists_base_and_non_archived_loaded_adapters_without_paths(s, client, upstream, tmp_path):
+    add_adapter(s, upstream, tmp_path, "new-v2")
+    add_adapter(s, upstream, tmp_path, "old-v1", archived=True)
+    add_adapter(s, upstream, tmp_path, "notloaded-v1", loaded=False)
+    upstream.adapters["unregistered"] = "/x"
+    body = client.get("/v1/models", headers=AUTH).json()
+    assert {m["id"]: m["parent"] for m in body["data"]} == {"base": None, "new-v2": "base"}
+    assert all("root" not in m and m["max_model_len"] == 2048 for m in body["data"])
+    assert client.get("/v1/models/new-v2", headers=AUTH).json()["id"] == "new-v2"
+    assert client.get("/v1/models/old-v1", headers=AUTH).status_code == 404
+
+
+def test_chat_completion_is_proxied(client):
+    r = client.post("/v1/chat/completions", headers=AUTH,
+                    json={"model": "base", "messages": [{"role": "user", "content": "hello there"}]})
+    assert r.status_code == 200
+    assert r.json()["choices"][0]["message"]["content"] == "base: hello there"
+
+
+def test_streaming_is_passed_through_as_sse(client):
+    with client.stream("POST", "/v1/chat/completions", headers=AUTH,
+                       json={"model": "base", "stream": True, "messages": [{"role": "user", "content": "a b"}]}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert "".join(json.loads(e)["choices"][0]["delta"]["content"] for e in events[:-1]) == "base: a b"
+
+
+def test_archived_and_unknown_models_are_refused_before_the_upstream(s, client, upstream, tmp_path):
+    add_adapter(s, upstream, tmp_path, "old-v1", archived=True)
+    for model in ("old-v1", "nope", "../base"):
+        r = client.post("/v1/chat/completions", headers=AUTH, json={"model": model, "messages": []})
+        assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+    assert not any(path == "/v1/chat/completions" for _, path, _ in upstream.requests)
+
+
+def test_bad_bodies_get_400(client):
+    assert client.post("/v1/chat/completions", headers=AUTH, content=b"{not json").status_code == 400
+    assert client.post("/v1/chat/completions", headers=AUTH, json={"messages": []}).status_code == 400
+
+
+def test_upstream_errors_keep_their_status(s, client, upstream, tmp_path):
+    add_adapter(s, upstream, tmp_path, "reg-v1", loaded=False)  # registered, but the server lacks it
+    r = client.post("/v1/chat/completions", headers=AUTH, json={"model": "reg-v1", "messages": []})
+    assert r.status_code == 404 and "does not exist" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/v1/load_lora_adapter"), ("POST", "/v1/unload_lora_adapter"), ("GET", "/health"),
+    ("POST", "/v1/completions"), ("GET", "/metrics"), ("GET", "/docs"), ("GET", "/openapi.json"),
+    ("POST", "/tokenize"), ("GET", "/v1/../health"),
+])
+def test_nothing_but_the_two_routes_is_exposed(client, upstream, method, path):
+    r = client.request(method, path, headers=AUTH, json={"lora_name": "x", "lora_path": "/tmp"})
+    assert r.status_code in (404, 405)
+    assert not any(p not in ("/v1/models",) for _, p, _ in upstream.requests)
+
+
+def test_server_down_is_a_503_with_a_message(s):
+    with TestClient(create_api(s, upstream_url=f"http://127.0.0.1:{free_port()}")) as c:
+        r = c.get("/v1/models", headers=AUTH)
+        assert r.status_code == 503 and "not available" in r.json()["error"]["message"]
+        r = c.post("/v1/chat/completions", headers=AUTH, json={"model": "base", "messages": []})
+        assert r.status_code == 503

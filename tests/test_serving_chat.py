@@ -1,0 +1,59 @@
+"""The chat client against a scripted server: streaming, parameters, and errors a person can act on."""
+
+from __future__ import annotations
+
+import pytest
+
+from fake_vllm import FakeVllm
+from serving.chat import ChatClient, ChatError, SamplingParams
+from serving_helpers import free_port
+
+
+@pytest.fixture
+def server():
+    srv = FakeVllm(free_port(), "base").start_in_thread()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_streams_pieces_and_sends_sampling_params(server):
+    client = ChatClient(server.url)
+    params = SamplingParams(temperature=0, top_p=0.9, max_tokens=7, stop=("\n\n",), seed=1, extra={"top_k": 5})
+    pieces = list(client.ask("base", "hi there", system_prompt="Be kind.", params=params))
+    assert pieces == ["base:", " hi", " there"]
+    body = [b for m, p, b in server.requests if p == "/v1/chat/completions"][-1]
+    assert body["messages"] == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi there"}]
+    assert (body["temperature"], body["top_p"], body["max_tokens"], body["stop"], body["seed"], body["top_k"]) == \
+        (0, 0.9, 7, ["\n\n"], 1, 5)
+    assert body["stream"] is True
+    assert client.models() == ["base"]
+    client.close()
+
+
+def test_unknown_model_is_a_clear_error(server):
+    with pytest.raises(ChatError, match="'nope' is not loaded.*tuneloop adapters") as info:
+        ChatClient(server.url).complete("nope", [{"role": "user", "content": "x"}])
+    assert info.value.kind == "unknown_model"
+
+
+def test_server_down_says_how_to_start_it():
+    with pytest.raises(ChatError, match="not reachable.*tuneloop serve") as info:
+        ChatClient(f"http://127.0.0.1:{free_port()}").complete("base", [{"role": "user", "content": "x"}])
+    assert info.value.kind == "down"
+
+
+@pytest.mark.parametrize("state,match,kind", [("starting", "is starting", "starting"),
+                                              ("restarting", "is restarting", "starting"),
+                                              ("failed", "failed and was not restarted", "down")])
+def test_server_state_explains_a_refused_connection(state, match, kind):
+    client = ChatClient(f"http://127.0.0.1:{free_port()}", server_state=lambda: state)
+    with pytest.raises(ChatError, match=match) as info:
+        client.complete("base", [{"role": "user", "content": "x"}])
+    assert info.value.kind == kind
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": -1}, {"temperature": 3}, {"top_p": 0}, {"max_tokens": 0}])
+def test_bad_sampling_params_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        SamplingParams(**kwargs)
