@@ -29,7 +29,11 @@ def open_db(path: Path | str) -> Database:
     db.execute("PRAGMA foreign_keys = ON")
     if db.journal_mode != "wal":
         db.enable_wal()
-    migrations.apply(db)
+    if migrations.pending(db):
+        # Take the write lock before re-checking, so connections opening a new database at the
+        # same moment wait for the first one's migrations instead of racing it.
+        with write_transaction(db):
+            migrations.apply(db)
     return db
 
 

@@ -123,3 +123,21 @@ def test_concurrent_writers_from_threads_lose_nothing(data_dir):
         t.join()
     assert not errors
     assert open_db(path)["datasets"].count == 80
+
+
+def test_connections_opening_a_new_database_at_once_all_succeed(data_dir):
+    path = data_dir / "fresh.db"
+    errors = []
+
+    def opener():
+        try:
+            open_db(path).close()
+        except sqlite3.Error as exc:  # pragma: no cover - the assertion reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors

@@ -1,0 +1,70 @@
+"""Examples, the seeded held-out split, and padding-free batches that equal examples run alone.
+
+Run: .venv/bin/python -m pytest tests/test_training_data.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.data import PaddedCollator, build_examples, padding_free_collator, prepare_examples, split_conversations
+from training.render import IGNORE_INDEX
+from training_support import byte_tokenizer, make_tiny_model, support_conversations
+
+
+def test_split_is_seeded_whole_conversations_and_disjoint():
+    convs = [{"id": i, "messages": []} for i in range(20)]
+    train, held = split_conversations(convs, 0.2, seed=1)
+    assert len(held) == 4 and len(train) == 16
+    assert {c["id"] for c in train}.isdisjoint(c["id"] for c in held)
+    assert split_conversations(convs, 0.2, seed=1) == (train, held)
+    assert split_conversations(convs, 0.2, seed=2)[1] != held
+    assert split_conversations(convs, 0, seed=1) == (convs, [])
+
+
+def test_build_examples_counts_truncation_and_drops():
+    tok = byte_tokenizer()
+    convs = support_conversations(6) + [
+        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "no", "weight": 0}]},
+        {"messages": [{"role": "user", "content": "y"}, {"role": "assistant", "content": "z" * 900}]},
+    ]
+    examples, stats = build_examples(tok, convs, max_seq_len=400)
+    assert stats["dropped_nothing_to_train"] == 1
+    assert stats["dropped_too_long"] == 1
+    assert stats["examples"] == len(examples) == 6
+    assert all(len(e.input_ids) <= 400 for e in examples)
+    assert stats["truncated"] >= 1
+    assert stats["trained_tokens"] == sum(sum(1 for x in e.labels if x != IGNORE_INDEX) for e in examples)
+
+
+def test_prepare_refuses_when_nothing_is_left_to_train():
+    tok = byte_tokenizer()
+    convs = [{"messages": [{"role": "user", "content": "y"}, {"role": "assistant", "content": "z" * 500}]}] * 3
+    with pytest.raises(ValueError, match="no training example"):
+        prepare_examples(tok, convs, eval_fraction=0, seed=0, max_seq_len=100)
+
+
+def test_padding_free_batch_equals_each_example_alone(tmp_path):
+    """Position ids restarting per example give a block-diagonal mask: no attention across examples."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(make_tiny_model(tmp_path / "tiny"), attn_implementation="sdpa")
+    model.config.use_cache = False
+    tok = byte_tokenizer()
+    examples, _ = build_examples(tok, support_conversations(3, seed=3), max_seq_len=512)
+    feats = [e.as_features() for e in examples]
+    batch = padding_free_collator()(feats)
+    assert batch["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in feats))
+    assert "attention_mask" not in batch
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        offset = 0
+        for f in feats:
+            alone = model(input_ids=torch.tensor([f["input_ids"]])).logits[0]
+            torch.testing.assert_close(packed[offset:offset + len(f["input_ids"])], alone, atol=1e-5, rtol=1e-4)
+            offset += len(f["input_ids"])
+    # Padded batches train the same tokens.
+    padded = PaddedCollator(tok.pad_token_id)(feats)
+    assert int((padded["labels"] != IGNORE_INDEX).sum()) == int((batch["labels"] != IGNORE_INDEX).sum())
+    assert padded["input_ids"].shape == (3, max(len(f["input_ids"]) for f in feats))

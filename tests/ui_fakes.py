@@ -1,0 +1,90 @@
+"""A scripted model server and trainer for UI tests: no vLLM, no training process.
+
+`FakeServer` answers with scripted text (streamed word by word) and keeps a set of loaded names;
+`FakeTrainer` records what it was asked. Statuses come from the real serving.adapters.reconcile,
+so the tabs see exactly the shapes the real server gives them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+from serving.adapters import AdapterError, reconcile
+from store.adapters import list_adapters, set_status
+from store.db import connect
+
+
+class FakeServer:
+    def __init__(self, settings, *, delay: float = 0.0, answers: dict[str, str] | None = None, up: bool = True):
+        self.settings = settings
+        self.delay = delay
+        self.answers = answers or {}
+        self.up = up
+        self.loaded: set[str] = set()
+        self.requests: list[tuple[str, list[dict], object]] = []
+        self.fail_models: dict[str, Exception] = {}
+
+    @property
+    def base(self) -> str:
+        return self.settings.served_base_name
+
+    def models(self, *, include_archived: bool = True):
+        with connect(self.settings.db_path) as db:
+            rows = list_adapters(db, include_archived=include_archived)
+        server = [{"id": n} for n in {self.base, *self.loaded}] if self.up else None
+        return reconcile(rows, server, self.base)
+
+    def stream(self, model: str, messages: list[dict], params=None) -> Iterator[str]:
+        from serving.chat import ChatError
+
+        self.requests.append((model, messages, params))
+        if not self.up:
+            raise ChatError("the model server at http://127.0.0.1:8011 is not reachable: start it with "
+                            "`tuneloop serve`", kind="down")
+        if model in self.fail_models:
+            raise self.fail_models[model]
+        if model != self.base and model not in self.loaded:
+            raise ChatError(f"model {model!r} is not loaded on the server", kind="unknown_model")
+        text = self.answers.get(model, f"Answer from {model} to: {messages[-1]['content']}")
+        for i, word in enumerate(text.split(" ")):
+            if self.delay:
+                time.sleep(self.delay)
+            yield word if i == 0 else " " + word
+
+    def load(self, name: str) -> None:
+        with connect(self.settings.db_path) as db:
+            if not any(r["name"] == name for r in list_adapters(db)):
+                raise AdapterError(f"no adapter named {name!r}")
+        self.loaded.add(name)
+
+    def unload(self, name: str) -> bool:
+        was = name in self.loaded
+        self.loaded.discard(name)
+        return was
+
+    def archive(self, name: str) -> None:
+        self.loaded.discard(name)
+        with connect(self.settings.db_path) as db:
+            set_status(db, name, "archived")
+
+    def restore(self, name: str) -> None:
+        with connect(self.settings.db_path) as db:
+            set_status(db, name, "available")
+        self.loaded.add(name)
+
+
+class FakeTrainer:
+    def __init__(self):
+        self.started: list[dict] = []
+        self.cancelled: list[int] = []
+        self.next_id = 1
+
+    def start(self, **options) -> int:
+        self.started.append(options)
+        self.next_id += 1
+        return self.next_id - 1
+
+    def cancel(self, run_id: int) -> str:
+        self.cancelled.append(run_id)
+        return "running"

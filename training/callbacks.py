@@ -1,0 +1,135 @@
+"""The trainer callback that reports a run's progress to the store and stops it when cancelled.
+
+Every optimizer step it writes the step (runs.step, runs.total_steps, heartbeat) and these
+`run_metrics` rows: loss, learning_rate, grad_norm, epoch (split "train"), eval_loss at each
+evaluation (split "eval"), tokens_per_second and eta_seconds (split "progress"). The UI and
+`tuneloop runs` read them live (WAL). It also checks `runs.cancel_requested` after each step and
+asks the trainer to stop, so a cancel ends the run at a step boundary.
+
+Used by training.recipe; only the main process of a multi-GPU run writes, and the cancel flag is
+shared across processes so all of them stop at the same step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from store import runs
+from store.db import open_db
+
+log = logging.getLogger("tuneloop.train")
+
+# Trainer summary keys that are not training curves.
+SKIP_KEYS = {"total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second",
+             "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "num_input_tokens_seen",
+             "train_tokens_per_second"}
+
+
+class StoreProgressCallback(TrainerCallback):
+    """Writes step, loss, eval loss, learning rate, grad norm, tokens/s and ETA to the store."""
+
+    def __init__(self, db_path: Path | str, run_id: int, *, check_cancel=None):
+        self.db_path = db_path
+        self.run_id = run_id
+        self.cancelled = False
+        self._check_cancel = check_cancel  # extra cancel source (e.g. a SIGTERM flag)
+        self._db = None
+        self._train_seconds = 0.0
+        self._tokens_start = 0
+        self._last = None
+
+    # --- helpers ---
+    @property
+    def db(self):
+        if self._db is None:
+            self._db = open_db(self.db_path)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _cancel_requested(self, args, state) -> bool:
+        wanted = False
+        if state.is_world_process_zero:
+            wanted = runs.is_cancel_requested(self.db, self.run_id) or bool(self._check_cancel and self._check_cancel())
+        return _any_process(wanted, args)
+
+    # --- events ---
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._tokens_start = state.num_input_tokens_seen or 0
+        self._last = time.monotonic()
+        if state.is_world_process_zero:
+            runs.update_progress(self.db, self.run_id, step=state.global_step, total_steps=state.max_steps)
+            log.info("training: %d optimizer steps", state.max_steps)
+        if self._cancel_requested(args, state):
+            self.cancelled = True
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.monotonic()
+        self._train_seconds += now - (self._last or now)
+        self._last = now
+        tokens = (state.num_input_tokens_seen or 0) - self._tokens_start
+        step_seconds = self._train_seconds / max(state.global_step, 1)
+        progress = {
+            "tokens_per_second": tokens / self._train_seconds if self._train_seconds > 0 else 0.0,
+            "eta_seconds": step_seconds * max(state.max_steps - state.global_step, 0),
+            "step_seconds": step_seconds,
+        }
+        if state.is_world_process_zero:
+            runs.update_progress(self.db, self.run_id, step=state.global_step, total_steps=state.max_steps)
+            runs.add_metrics(self.db, self.run_id, state.global_step, progress, split="progress")
+        if self._cancel_requested(args, state):
+            self.cancelled = True
+            control.should_training_stop = True
+            log.info("cancel requested: stopping after step %d", state.global_step)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        # Evaluation time is not training time: restart the step clock after it.
+        self._last = time.monotonic()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        train = {k: v for k, v in logs.items() if k not in SKIP_KEYS and not k.startswith("eval_") and _finite(v)}
+        evals = {k: v for k, v in logs.items() if k.startswith("eval_") and k not in SKIP_KEYS and _finite(v)}
+        if train:
+            runs.add_metrics(self.db, self.run_id, state.global_step, train, split="train")
+        if evals:
+            runs.add_metrics(self.db, self.run_id, state.global_step, evals, split="eval")
+        shown = " ".join(f"{k}={_fmt(v)}" for k, v in {**train, **evals}.items())
+        log.info("step %d/%d %s", state.global_step, state.max_steps, shown)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            runs.update_progress(self.db, self.run_id, step=state.global_step)
+
+
+def _any_process(flag: bool, args) -> bool:
+    """True on every process when any process says True (so all of a multi-GPU run stop together)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return flag
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    import torch
+
+    t = torch.tensor([1.0 if flag else 0.0], device=args.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"

@@ -1,0 +1,254 @@
+"""The SFT LoRA recipe: setup / train / save / cleanup, on transformers + peft.
+
+    session = setup(config, conversations, output_dir=run_dir / "trainer", callbacks=[cb])
+    result = train(session)                 # {"train_loss", "eval_loss", "steps", "stopped_early", ...}
+    save_adapter(session, adapters_dir / name)
+    cleanup(session)
+
+What it does, and why:
+- Conversations are rendered through the base model's own chat template (training.render) and
+  trained on assistant tokens only, each answer through its end-of-turn token.
+- LoRA on every linear layer but the output head (`target_modules="all-linear"`), never
+  `modules_to_save`, no new tokens: vLLM can serve every adapter this writes. `--from-adapter`
+  loads the parent adapter's weights, trainable, as the starting point (its rank and modules).
+- Batches are padding-free: a micro-batch of conversations is one row of tokens with position ids
+  restarting per conversation; transformers turns that into a block-diagonal causal mask for SDPA
+  (training.data). On this CPU it trains about 1.3x as many real tokens per second as padding
+  each batch to its longest conversation (bench/train_throughput.py; docs/benchmarks.md).
+- fp32 on CPU; on a GPU with bf16 support, fp32 weights with bf16 autocast. Seeded: the held-out
+  split, LoRA init and data order all follow `config.seed`. `report_to="none"`: progress goes to
+  the store through training.callbacks.
+- The held-out split gives an eval loss at the start (the base model's, or the parent adapter's),
+  every `eval_every` steps, and at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from training.config import RunConfig
+from training.data import Split, padding_free_collator, prepare_examples
+from training.render import IGNORE_INDEX, render_conversation
+
+log = logging.getLogger("tuneloop.train")
+
+EVALS_PER_RUN = 5
+
+
+class NotServable(RuntimeError):
+    """The adapter would be refused by vLLM (modules_to_save, new tokens, rank)."""
+
+
+@dataclass
+class Session:
+    """Everything `setup` built; `train`, `save_adapter` and `cleanup` take it."""
+
+    config: RunConfig
+    model: object
+    tokenizer: object
+    trainer: object
+    split: Split
+    total_steps: int
+    device: str
+    callbacks: list = field(default_factory=list)
+
+
+def device_kind() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(base_model: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_model)
+    if tok.pad_token_id is None:
+        # Padding-free batches never pad; the padded collator and eval need some id. No new token.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(config: RunConfig, *, parent_adapter_path: str | None = None):
+    """The base model with a trainable LoRA adapter (fresh, or the parent's weights)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, set_seed
+
+    set_seed(config.seed)
+    base = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32, attn_implementation="sdpa")
+    # Without a KV cache transformers detects packed rows (restarting position ids) and masks across them.
+    base.config.use_cache = False
+    if parent_adapter_path:
+        model = PeftModel.from_pretrained(base, parent_adapter_path, is_trainable=True)
+    else:
+        lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                          target_modules=config.target_modules, bias="none", task_type="CAUSAL_LM")
+        model = get_peft_model(base, lora)
+    check_servable(model.peft_config["default"], max_rank=None)
+    return model
+
+
+def check_servable(lora_config, *, max_rank: int | None) -> None:
+    """Refuse adapters vLLM cannot load: modules_to_save, trained embeddings or head, rank above the server's."""
+    if getattr(lora_config, "modules_to_save", None):
+        raise NotServable(f"modules_to_save={lora_config.modules_to_save}: vLLM only serves plain LoRA adapters")
+    if getattr(lora_config, "trainable_token_indices", None):
+        raise NotServable("trainable_token_indices (new tokens) cannot be served by vLLM")
+    if max_rank is not None and lora_config.r > max_rank:
+        raise NotServable(f"rank {lora_config.r} is above the server's max_lora_rank {max_rank}")
+
+
+def estimate_total_steps(config: RunConfig, n_train: int, world_size: int = 1) -> int:
+    """Optimizer steps the trainer will take (the same arithmetic as transformers' Trainer)."""
+    if config.max_steps:
+        return config.max_steps
+    micro = math.ceil(n_train / (config.batch_size * world_size))
+    per_epoch = max(micro // config.grad_accum + int(micro % config.grad_accum > 0), 1)
+    return math.ceil(config.epochs * per_epoch)
+
+
+def setup(config: RunConfig, conversations: list[dict], *, output_dir: Path | str, callbacks=(),
+          parent_adapter_path: str | None = None, split: Split | None = None) -> Session:
+    """Tokenize, split, load the model with LoRA, and build the Trainer; nothing trains yet."""
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    tokenizer = load_tokenizer(config.base_model)
+    if split is None:
+        split = prepare_examples(tokenizer, conversations, eval_fraction=config.eval_fraction, seed=config.seed,
+                                 max_seq_len=config.max_seq_len)
+    log.info("data: %s", json.dumps(split.stats))
+    model = load_model(config, parent_adapter_path=parent_adapter_path)
+    trainable, total = _count_parameters(model)
+    log.info("model: %s, LoRA rank %s, %d trainable of %d parameters", config.base_model,
+             model.peft_config["default"].r, trainable, total)
+
+    world_size = int(__import__("os").environ.get("WORLD_SIZE", "1"))
+    total_steps = estimate_total_steps(config, len(split.train), world_size)
+    has_eval = bool(split.eval)
+    eval_every = config.eval_every or max(1, math.ceil(total_steps / EVALS_PER_RUN))
+    device = device_kind()
+    bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_schedule,
+        # Whole steps, rounded down: a short run must not spend its only step at learning rate 0.
+        warmup_steps=int(config.warmup_ratio * total_steps),
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        num_train_epochs=config.epochs or 1.0,
+        max_steps=config.max_steps or -1,
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=1,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_every if has_eval else None,
+        eval_on_start=has_eval,
+        prediction_loss_only=True,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="all",  # padding-free rows hold no padding: all tokens are real
+        dataloader_num_workers=0,
+        use_cpu=device == "cpu",
+        bf16=bf16,
+        ddp_find_unused_parameters=False if world_size > 1 else None,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=split.train, eval_dataset=split.eval or None,
+                      data_collator=padding_free_collator(), processing_class=tokenizer, callbacks=list(callbacks))
+    trainer.remove_callback(PrinterCallback)  # training.callbacks logs one line per step instead
+    return Session(config, model, tokenizer, trainer, split, total_steps, device, list(callbacks))
+
+
+def train(session: Session) -> dict:
+    """Train; returns final metrics. Stops early (and says so) when a callback asks it to."""
+    trainer = session.trainer
+    output = trainer.train()
+    state = trainer.state
+    stopped_early = state.global_step < state.max_steps
+    result = {
+        "steps": state.global_step,
+        "total_steps": state.max_steps,
+        "stopped_early": stopped_early,
+        "train_loss": output.training_loss,
+        "tokens": state.num_input_tokens_seen,
+        "train_runtime_s": output.metrics.get("train_runtime"),
+    }
+    losses = [h["loss"] for h in state.log_history if "loss" in h]
+    if losses:
+        result["final_loss"] = losses[-1]
+    evals = [h for h in state.log_history if "eval_loss" in h]
+    if session.split.eval and not stopped_early and (not evals or evals[-1].get("step") != state.global_step):
+        trainer.evaluate()
+        evals = [h for h in state.log_history if "eval_loss" in h]
+    if evals:
+        result["eval_loss"] = evals[-1]["eval_loss"]
+        result["eval_loss_start"] = evals[0]["eval_loss"] if evals[0].get("step") == 0 else None
+    if result.get("train_runtime_s"):
+        result["tokens_per_second"] = result["tokens"] / result["train_runtime_s"]
+    return result
+
+
+def save_adapter(session: Session, path: Path | str, *, max_rank: int | None = None) -> Path:
+    """Write adapter_config.json + adapter_model.safetensors (base_model_name_or_path = the base model)."""
+    path = Path(path)
+    model = session.model
+    lora = model.peft_config["default"]
+    check_servable(lora, max_rank=max_rank)
+    lora.base_model_name_or_path = session.config.base_model
+    model.save_pretrained(str(path))
+    cfg = json.loads((path / "adapter_config.json").read_text())
+    if cfg.get("modules_to_save"):
+        raise NotServable(f"saved adapter has modules_to_save={cfg['modules_to_save']}")
+    return path
+
+
+def cleanup(session: Session) -> None:
+    for cb in session.callbacks:
+        close = getattr(cb, "close", None)
+        if close:
+            close()
+    session.trainer = None
+    session.model = None
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@torch.no_grad()
+def answer_loss(model, tokenizer, conversations: list[dict], *, max_seq_len: int = 1024) -> float:
+    """Mean loss per trained (assistant) token of `conversations` under `model`: lower fits them better."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for conv in conversations:
+        rendered = render_conversation(tokenizer, conv["messages"]).truncate(max_seq_len)
+        if rendered is None or not rendered.trained_tokens:
+            continue
+        ids = torch.tensor([rendered.input_ids], device=device)
+        labels = torch.tensor([rendered.labels], device=device)
+        logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
+        target = labels[:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
+                                                 ignore_index=IGNORE_INDEX, reduction="sum")
+        total += loss.item()
+        count += int((target != IGNORE_INDEX).sum())
+    if not count:
+        raise ValueError("no assistant tokens to score")
+    return total / count
+
+
+def _count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

@@ -1,0 +1,194 @@
+"""CLI commands for training: `tuneloop train`, `tuneloop runs`, `tuneloop runs show|cancel`.
+
+    tuneloop train --dataset support@2 --preset quick --rank 8 --wait
+    tuneloop runs --json
+    tuneloop runs cancel 7 --keep-checkpoint
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+PRESET_HELP = ("quick (one pass, rank 8), standard (3 epochs, rank 16) or thorough "
+               "(4 epochs, rank 32 capped at the server's).")
+
+
+def register(app: typer.Typer) -> None:
+    from ui.cli import emit_json, fail, settings
+
+    @app.command()
+    def train(
+        dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset to train on: NAME (latest) or NAME@VERSION."),
+        base: Optional[str] = typer.Option(None, "--base", help="Base model directory (default: the configured one)."),
+        from_adapter: Optional[str] = typer.Option(None, "--from-adapter",
+                                                   help="Continue from this adapter (its weights, rank and base)."),
+        preset: str = typer.Option("standard", "--preset", help=PRESET_HELP),
+        rank: Optional[int] = typer.Option(None, "--rank", help="LoRA rank (1, 8, 16, 32, ...; at most the server's)."),
+        alpha: Optional[float] = typer.Option(None, "--alpha", help="LoRA alpha (the update is scaled by alpha/rank)."),
+        dropout: Optional[float] = typer.Option(None, "--dropout", help="LoRA dropout."),
+        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+        epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the training conversations."),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Conversations per micro-batch."),
+        grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
+        max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Longest example, in tokens."),
+        eval_fraction: Optional[float] = typer.Option(None, "--eval-fraction",
+                                                      help="Share held out for the eval loss, in [0, 0.5)."),
+        eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between evaluations."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the split, LoRA init and data order."),
+        name: Optional[str] = typer.Option(None, "--name", help="Adapter name (default: <dataset>-v<N>)."),
+        wait: bool = typer.Option(False, "--wait", help="Follow the run to its end, showing progress."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """Start a LoRA fine-tune on a dataset version; prints the run id at once (or follows it with --wait)."""
+        from training.config import ConfigError
+        from training.runner import progress, start_run, wait as wait_run
+
+        s = settings()
+        overrides = dict(lora_rank=rank, lora_alpha=alpha, lora_dropout=dropout, learning_rate=lr, epochs=epochs,
+                         max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_seq_len=max_seq_len,
+                         eval_fraction=eval_fraction, eval_every=eval_every, seed=seed)
+        try:
+            run_id = start_run(s, dataset=dataset, preset=preset, base_model=base, from_adapter=from_adapter,
+                               name=name, **overrides)
+        except ConfigError as exc:
+            fail(f"refused: {exc}", 2, as_json=as_json)
+        info = progress(s, run_id)
+        if not wait:
+            if as_json:
+                emit_json(info)
+            else:
+                typer.echo(f"run {run_id} {info['status']}: {info['dataset']}, preset {info['preset']} "
+                           f"(follow with `tuneloop runs show {run_id}`)")
+            return
+        show = None if as_json else (lambda i: typer.echo(progress_line(i)))
+        try:
+            info = wait_run(s, run_id, on_progress=show)
+        except KeyboardInterrupt:
+            typer.echo(f"\nstopped following run {run_id}; it keeps training (cancel: `tuneloop runs cancel {run_id}`)")
+            raise typer.Exit(130)
+        if as_json:
+            emit_json(info)
+        else:
+            typer.echo(final_line(info))
+        if info["status"] != "completed":
+            raise typer.Exit(1)
+
+    runs_app = typer.Typer(help="List training runs, show one, or cancel one.", invoke_without_command=True)
+    app.add_typer(runs_app, name="runs")
+
+    @runs_app.callback()
+    def runs_list(ctx: typer.Context,
+                  as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+        """List training runs with status, progress and final metrics."""
+        if ctx.invoked_subcommand is not None:
+            return
+        from store import runs
+        from store.db import connect
+        from training.runner import describe, startup
+
+        s = settings()
+        startup(s)
+        with connect(s.db_path) as db:
+            rows = [describe(db, r) for r in runs.list_runs(db)]
+        if as_json:
+            emit_json(rows)
+            return
+        if not rows:
+            typer.echo("no runs yet: start one with `tuneloop train --dataset NAME`")
+            return
+        for info in rows:
+            typer.echo(progress_line(info))
+
+    @runs_app.command("show")
+    def runs_show(run_id: int = typer.Argument(..., help="Run id."),
+                  as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+        """Show one run: progress, metrics, adapter, and the error and log tail if it failed."""
+        from store.runs import RunNotFound
+        from training.runner import progress, reconcile
+
+        s = settings()
+        reconcile(s)
+        try:
+            info = progress(s, run_id)
+        except RunNotFound as exc:
+            fail(str(exc), as_json=as_json)
+        if as_json:
+            emit_json(info)
+            return
+        typer.echo(progress_line(info))
+        if info["status"] in ("completed", "failed", "cancelled"):
+            typer.echo(final_line(info))
+        if info["log_tail"]:
+            typer.echo("log tail:\n" + info["log_tail"])
+
+    @runs_app.command("cancel")
+    def runs_cancel(run_id: int = typer.Argument(..., help="Run id."),
+                    keep_checkpoint: bool = typer.Option(
+                        False, "--keep-checkpoint", help="Keep the adapter trained so far (registered as partial)."),
+                    as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+        """Cancel a run: a queued one at once, a running one after its current step."""
+        from store.runs import RunNotFound
+        from training.runner import cancel
+
+        s = settings()
+        try:
+            status = cancel(s, run_id, keep_checkpoint=keep_checkpoint)
+        except RunNotFound as exc:
+            fail(str(exc), as_json=as_json)
+        if as_json:
+            emit_json({"id": run_id, "status": status})
+        elif status == "cancelled":
+            typer.echo(f"run {run_id} cancelled")
+        elif status == "running":
+            kept = " (keeping the adapter so far)" if keep_checkpoint else ""
+            typer.echo(f"run {run_id} stops after its current step{kept}")
+        else:
+            fail(f"run {run_id} already ended ({status})")
+
+
+def progress_line(info: dict) -> str:
+    """`#7 running support@2 step 12/40 loss 1.234 eval 1.456 lr 2.0e-04 150 tok/s ETA 3m05s`"""
+    parts = [f"#{info['id']}", f"{info['status']:<9}", info.get("dataset") or "?"]
+    if info["total_steps"]:
+        parts.append(f"step {info['step']}/{info['total_steps']}")
+    if info.get("loss") is not None:
+        parts.append(f"loss {info['loss']:.4f}")
+    if info.get("eval_loss") is not None:
+        parts.append(f"eval {info['eval_loss']:.4f}")
+    if info.get("learning_rate") is not None and info["status"] == "running":
+        parts.append(f"lr {info['learning_rate']:.1e}")
+    if info.get("tokens_per_second"):
+        parts.append(f"{info['tokens_per_second']:.0f} tok/s")
+    if info.get("eta_seconds") is not None:
+        parts.append(f"ETA {format_seconds(info['eta_seconds'])}")
+    if info.get("adapter"):
+        parts.append(f"-> {info['adapter']}")
+    if info.get("cancel_requested") and info["status"] == "running":
+        parts.append("(cancelling)")
+    return " ".join(parts)
+
+
+def final_line(info: dict) -> str:
+    if info["status"] == "failed":
+        return f"run {info['id']} failed: {info['error']}"
+    m = info.get("metrics") or {}
+    bits = [f"run {info['id']} {info['status']}"]
+    if info.get("adapter"):
+        bits.append(f"adapter {info['adapter']}")
+    if m.get("final_loss") is not None:
+        bits.append(f"final loss {m['final_loss']:.4f}")
+    if m.get("eval_loss") is not None:
+        start = m.get("eval_loss_start")
+        bits.append(f"eval loss {start:.4f} -> {m['eval_loss']:.4f}" if start is not None
+                    else f"eval loss {m['eval_loss']:.4f}")
+    return ", ".join(bits)
+
+
+def format_seconds(s: float) -> str:
+    s = int(round(s))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s"
