@@ -7,13 +7,11 @@ The trainer process writes progress and metrics here while it trains; WAL lets r
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sqlite_utils import Database
 
-from store.db import now
+from store.db import now, write_transaction
 
 ACTIVE = ("queued", "running")
 FINISHED = ("completed", "failed", "cancelled")
@@ -23,21 +21,9 @@ class RunNotFound(LookupError):
     pass
 
 
-@contextmanager
-def write_lock(db: Database) -> Iterator[Database]:
-    """A transaction that holds SQLite's write lock from the start (BEGIN IMMEDIATE).
-
-    Claiming the next queued run and recording its process happen inside one, so two processes
-    kicking the queue at once never start the same run twice.
-    """
-    db.conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        db.rollback()
-        raise
-    else:
-        db.commit()
+# Claiming the next queued run and recording its process happen inside one transaction that holds
+# the write lock from the start, so two processes kicking the queue at once never start a run twice.
+write_lock = write_transaction
 
 
 def create_run(db: Database, *, config: dict, method: str, dataset_version_id: int | None, base_model: str,
