@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 
 from sqlite_utils import Database
 
-from store.db import now
+from store.db import now, write_transaction
 
 BATCH = 500
 
@@ -104,10 +104,10 @@ def create_version(
 
     The version extends `parent` (by default the dataset's latest version) with every conversation
     not already in it. Returns (version, added, already_present). Runs in the caller's transaction
-    when there is one; wrap the call in `db.atomic()` so a failure part-way leaves nothing behind.
+    when there is one; wrap the call in `write_transaction(db)` so a failure part-way leaves nothing behind.
     """
     dataset = validate_dataset_name(dataset)
-    with db.atomic():
+    with write_transaction(db):
         ds = db.execute("select id from datasets where name = ?", [dataset]).fetchone()
         if ds is None:
             dataset_id = db["datasets"].insert({"name": dataset, "created_at": now()}).last_pk

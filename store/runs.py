@@ -63,7 +63,7 @@ def claim_next_queued(db: Database, *, max_running: int = 1) -> dict | None:
 
     Atomic on its own; call it inside `write_lock` to also record the process it starts.
     """
-    with db.atomic():
+    with write_transaction(db):
         running = db.execute("select count(*) from runs where status = 'running'").fetchone()[0]
         if running >= max_running:
             return None
@@ -128,7 +128,7 @@ def latest_metrics(db: Database, run_id: int) -> dict[str, dict]:
 
 def request_cancel(db: Database, run_id: int, *, keep_checkpoint: bool = False) -> str:
     """Cancel a run: a queued one at once, a running one at its next step. Returns the status after."""
-    with db.atomic():
+    with write_transaction(db):
         run = get_run(db, run_id)
         if run["status"] == "queued":
             db.execute("update runs set status = 'cancelled', cancel_requested = 1, finished_at = ? where id = ?",

@@ -25,6 +25,7 @@ from browser_support import (
 )
 from serving_helpers import free_port
 from store.db import connect
+from store.runs import get_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -220,9 +221,13 @@ def test_reloading_during_training_shows_the_run_where_it_is(stack, tmp_path):
         wait_value(page, "train-seq-len", "^512$")
         fill_number(page, "train-steps", 60)
         fill_number(page, "train-seq-len", 128)
+        wait_value(page, "train-steps", "^60$")
         page.locator("#train-start").click()
         text = wait_text(page, "#train-summary", r"Run \d+: training", timeout=60)
         run = text.split(":")[0]
+        with connect(stack["settings"].db_path) as db:
+            config = get_run(db, int(run.split()[1]))["config"]
+        assert (config["max_steps"], config["max_seq_len"]) == (60, 128), config
         wait_text(page, "#train-progress", r"Step [1-9]\d* of 60", timeout=TRAIN_TIMEOUT_S)
         before = page.locator("#train-progress .tl-progress-label").inner_text()
         shots(page, "training before reload")

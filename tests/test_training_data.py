@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.data import PaddedCollator, build_examples, padding_free_collator, prepare_examples, split_conversations
+from training.data import PackedCollator, PaddedCollator, build_examples, prepare_examples, split_conversations
 from training.render import IGNORE_INDEX
 from training_support import byte_tokenizer, make_tiny_model, support_conversations
 
@@ -45,26 +45,46 @@ def test_prepare_refuses_when_nothing_is_left_to_train():
         prepare_examples(tok, convs, eval_fraction=0, seed=0, max_seq_len=100)
 
 
-def test_padding_free_batch_equals_each_example_alone(tmp_path):
+def test_packed_rows_hold_whole_examples_within_the_cap():
+    feats = [{"input_ids": [7] * n, "labels": [7] * n} for n in (50, 300, 120, 200, 90)]
+    collator = PackedCollator(max_row_tokens=400, pad_id=0)
+    rows = collator.rows(feats)
+    assert [[len(f["input_ids"]) for f in row] for row in rows] == [[300, 90], [200, 120, 50]]
+    batch = collator(feats)
+    assert batch["input_ids"].shape == (2, 390)
+    # Row 0: 300 + 90 real tokens, no padding; row 1: 370 real tokens and a 20-token pad segment.
+    assert batch["position_ids"][0, 299:302].tolist() == [299, 0, 1]
+    assert batch["position_ids"][1, 368:373].tolist() == [48, 49, 0, 1, 2]
+    assert (batch["labels"][1, 370:] == IGNORE_INDEX).all() and (batch["input_ids"][1, 370:] == 0).all()
+    # Each example's first label is ignored; the others are kept.
+    assert int((batch["labels"] != IGNORE_INDEX).sum()) == sum(n - 1 for n in (50, 300, 120, 200, 90))
+    # An example longer than the cap gets a row of its own.
+    assert [len(r) for r in collator.rows(feats + [{"input_ids": [1] * 500, "labels": [1] * 500}])] == [1, 2, 3]
+
+
+def test_packed_batch_equals_each_example_alone(tmp_path):
     """Position ids restarting per example give a block-diagonal mask: no attention across examples."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(make_tiny_model(tmp_path / "tiny"), attn_implementation="sdpa")
     model.config.use_cache = False
     tok = byte_tokenizer()
-    examples, _ = build_examples(tok, support_conversations(3, seed=3), max_seq_len=512)
+    examples, _ = build_examples(tok, support_conversations(5, seed=3), max_seq_len=512)
     feats = [e.as_features() for e in examples]
-    batch = padding_free_collator()(feats)
-    assert batch["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in feats))
-    assert "attention_mask" not in batch
+    cap = max(len(f["input_ids"]) for f in feats) + 60  # several rows, some with a pad segment
+    collator = PackedCollator(max_row_tokens=cap, pad_id=tok.pad_token_id)
+    rows = collator.rows(feats)
+    batch = collator(feats)
+    assert len(rows) > 1 and "attention_mask" not in batch
     with torch.no_grad():
-        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
-        offset = 0
-        for f in feats:
-            alone = model(input_ids=torch.tensor([f["input_ids"]])).logits[0]
-            torch.testing.assert_close(packed[offset:offset + len(f["input_ids"])], alone, atol=1e-5, rtol=1e-4)
-            offset += len(f["input_ids"])
-    # Padded batches train the same tokens.
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        for r, row in enumerate(rows):
+            offset = 0
+            for f in row:
+                alone = model(input_ids=torch.tensor([f["input_ids"]])).logits[0]
+                torch.testing.assert_close(packed[r, offset:offset + len(f["input_ids"])], alone, atol=1e-5, rtol=1e-4)
+                offset += len(f["input_ids"])
+    # Padded batches train the same tokens (bar each example's first, never trained anyway).
     padded = PaddedCollator(tok.pad_token_id)(feats)
     assert int((padded["labels"] != IGNORE_INDEX).sum()) == int((batch["labels"] != IGNORE_INDEX).sum())
-    assert padded["input_ids"].shape == (3, max(len(f["input_ids"]) for f in feats))
+    assert padded["input_ids"].shape == (5, max(len(f["input_ids"]) for f in feats))

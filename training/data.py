@@ -4,15 +4,21 @@ Pure: takes conversations (`{"id"?, "messages": [...]}`) and a tokenizer, return
 
     split = prepare_examples(tokenizer, conversations, eval_fraction=0.1, seed=42, max_seq_len=1024)
     split.train, split.eval, split.stats
-    batch = padding_free_collator()(split.train[:4])   # one row, positions restarting per example
+    batch = PackedCollator(max_row_tokens=1024, pad_id=tok.pad_token_id)(split.train[:4])
 
-Batches are padding-free: the micro-batch's examples are concatenated into one row of tokens and
-`position_ids` restart at 0 for each example. transformers (v5) detects the restarts and builds a
-block-diagonal causal mask for SDPA, so examples do not attend to each other and no compute goes
-to padding (tests check the logits equal those of each example alone). This needs the model to
-run without a KV cache (`use_cache=False`): with a cache transformers skips the detection.
-`padded_collator` is the plain alternative (pad to the batch's longest example), kept for the
-benchmark and for attention kernels that cannot take packed rows.
+Batches are packed, not padded: a micro-batch's conversations are laid end to end in rows of at
+most `max_row_tokens` tokens (first fit, longest first), with `position_ids` restarting at 0 for
+each conversation. transformers (v5) detects the restarts and builds a block-diagonal causal mask
+for SDPA, so conversations never attend to each other (tests check the logits equal those of each
+conversation alone) and almost no compute goes to padding. Bounding the row keeps attention, which
+is quadratic in the row's length under that mask, as cheap as one max_seq_len example: a micro-batch
+of 8 long chats becomes 2-3 rows, not one 8k-token row. Only when a micro-batch needs several rows
+are the shorter rows filled up, with pad tokens that form their own masked-off segment.
+This needs the model to run without a KV cache (`use_cache=False`): with one, transformers skips
+the detection. training.recipe packs micro-batches this way on GPUs; on CPU it gives each
+conversation its own pass (a micro-batch of one, so one row and no mask at all), which measured
+faster there. `PaddedCollator` is the plain alternative (each conversation padded to the batch's
+longest), kept for the benchmark.
 """
 
 from __future__ import annotations
@@ -95,13 +101,50 @@ def prepare_examples(tokenizer, conversations: list[dict], *, eval_fraction: flo
                  {"train": train_stats, "eval": eval_stats})
 
 
-def padding_free_collator():
-    """Concatenate a micro-batch into one row with per-example position ids (see module docstring)."""
-    from transformers import DataCollatorWithFlattening
+class PackedCollator:
+    """Pack a micro-batch into rows of at most `max_row_tokens`, position ids restarting per example."""
 
-    # separator_id: the first label of each example is ignored, so no example is trained to predict
-    # its own first token from the previous example's last one.
-    return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    def __init__(self, max_row_tokens: int, pad_id: int):
+        self.max_row_tokens = max_row_tokens
+        self.pad_id = pad_id
+
+    def rows(self, features: list[dict]) -> list[list[dict]]:
+        """First-fit decreasing: each row holds examples whose lengths add up to at most the cap."""
+        rows: list[list[dict]] = []
+        room: list[int] = []
+        for f in sorted(features, key=lambda f: len(f["input_ids"]), reverse=True):
+            n = len(f["input_ids"])
+            for i, free in enumerate(room):
+                if n <= free:
+                    rows[i].append(f)
+                    room[i] -= n
+                    break
+            else:  # a new row (an example longer than the cap gets a row of its own)
+                rows.append([f])
+                room.append(self.max_row_tokens - n)
+        return rows
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        rows = self.rows(features)
+        width = max(sum(len(f["input_ids"]) for f in row) for row in rows)
+        ids, labels, positions = [], [], []
+        for row in rows:
+            r_ids, r_labels, r_pos = [], [], []
+            for f in row:
+                n = len(f["input_ids"])
+                r_ids += list(f["input_ids"])
+                # The first label of each example is never trained, so no example learns to predict
+                # its first token from the previous example's last one.
+                r_labels += [IGNORE_INDEX] + list(f["labels"])[1:]
+                r_pos += list(range(n))
+            pad = width - len(r_ids)
+            ids.append(r_ids + [self.pad_id] * pad)
+            labels.append(r_labels + [IGNORE_INDEX] * pad)
+            positions.append(r_pos + list(range(pad)))  # the padding is a segment of its own
+        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
+                "position_ids": torch.tensor(positions)}
 
 
 class PaddedCollator:
@@ -124,5 +167,5 @@ class PaddedCollator:
                 "attention_mask": torch.tensor(attn)}
 
 
-__all__ = ["Example", "Split", "TemplateError", "build_examples", "padding_free_collator", "PaddedCollator",
+__all__ = ["Example", "Split", "TemplateError", "build_examples", "PackedCollator", "PaddedCollator",
            "prepare_examples", "split_conversations"]

@@ -14,6 +14,7 @@ from typing import Callable
 from sqlite_utils import Database
 
 from store.datasets import NewConversation, create_version, record_import, validate_dataset_name
+from store.db import write_transaction
 from training.importers import Conversation, ImportOptions, ImportWarning, Reject, open_import
 
 # How often (in records) the progress callback is called during a long import.
@@ -100,7 +101,7 @@ def import_file(
 
     source = {"file": path.name, "sha256": file_sha256(path), "format": stream.format}
     try:
-        with db.atomic():
+        with write_transaction(db):
             version, added, present = create_version(db, dataset, accepted(), kind="import", sources=[source])
             report.duplicates = stream.duplicates
             report.already_in_dataset = present

@@ -178,6 +178,9 @@ def launch(settings: Settings, run: dict) -> subprocess.Popen:
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # OpenMP threads that sleep rather than spin while waiting: with vLLM or anything else busy on
+    # the same cores, spinning threads made CPU training steps 1.5-2.4x slower (measured here).
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with open(run_dir / LOG_NAME, "ab") as logf:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
                                 cwd=_project_root(), start_new_session=True, close_fds=True)

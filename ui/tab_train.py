@@ -369,7 +369,9 @@ def render(ctx: AppContext):
         return [v[k] for k in ("epochs", "max_steps", "learning_rate", "lora_rank", "batch_size", "grad_accum",
                                "max_seq_len", "eval_fraction")]
 
-    preset.change(on_preset, [preset], knobs, show_progress="hidden")
+    # `input`, not `change`: only a person's pick resets the values, once, never a later event
+    # racing edits made after it (a late second reset turned "60 steps" back into "use epochs").
+    preset.input(on_preset, [preset], knobs, show_progress="hidden")
     poll_outputs = [summary, bar, stats, plot, log, cancel_btn, table, sig]
 
     def do_poll(selected, last):
