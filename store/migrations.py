@@ -208,3 +208,55 @@ def m003_feedback(db: Database) -> None:
         foreign_keys=[("version_id", "dataset_versions", "id"), ("rating_id", "ratings", "id")],
     )
 
+
+
+@migrations()
+def m004_feedback_rounds(db: Database) -> None:
+    """A feedback build: its preference rows, its settings and report, and a snapshot of each rating used.
+
+    A feedback dataset version keeps its SFT examples as ordinary conversations (version_conversations)
+    and its KTO/DPO rows here. `version_ratings` gains the rating as it was when the build used it,
+    because a user can change or take back a rating later and the lineage must say what was trained on.
+    """
+    db["preference_examples"].create(
+        {
+            "id": int,
+            "version_id": int,
+            "kind": str,  # kto | dpo
+            "position": int,
+            "prompt": str,  # JSON: the conversation up to the answer, ending with a user turn
+            "completion": str,  # kto: the answer
+            "label": int,  # kto: 1 desirable, 0 undesirable
+            "chosen": str,  # dpo
+            "rejected": str,  # dpo
+            "rating_ids": str,  # JSON list: the ratings behind this row
+        },
+        pk="id",
+        foreign_keys=[("version_id", "dataset_versions", "id")],
+        not_null={"version_id", "kind", "position", "prompt"},
+        defaults={"rating_ids": "[]"},
+    )
+    db["preference_examples"].create_index(["version_id", "kind", "position"], unique=True)
+    db["feedback_builds"].create(
+        {
+            "version_id": int,
+            "method": str,  # sft | kto | dpo | sft+kto | sft+dpo
+            "since": str,  # the ratings' cut-off (ISO time), NULL for all ratings
+            "from_adapter": str,  # the adapter the next round continues from, NULL for the base model
+            "desirable_weight": float,
+            "undesirable_weight": float,
+            "report": str,  # JSON: training.feedback_dataset's report
+            "user": str,
+            "created_at": str,
+        },
+        pk="version_id",
+        foreign_keys=[("version_id", "dataset_versions", "id")],
+        not_null={"method", "report", "created_at"},
+        defaults={"desirable_weight": 1.0, "undesirable_weight": 1.0, "user": ""},
+    )
+    # m003's foreign key to ratings goes: with the snapshot, a build's lineage outlives a rating
+    # that its author takes back later (and taking it back must not fail).
+    for column in ("kind", "value", "user", "rated_at", "models"):
+        db["version_ratings"].add_column(column, str)
+    db["version_ratings"].transform(drop_foreign_keys=["rating_id"])
+

@@ -172,6 +172,27 @@ def ab_records(db: Database, base_model: str) -> dict[str, dict]:
     return out
 
 
+def head_to_head(db: Database, model: str, opponent: str) -> dict:
+    """`model`'s record in A/B verdicts on turns that compared it with `opponent`, either side.
+
+    One count per verdict (each person's vote on each turn): wins, losses, ties, both_bad.
+    """
+    rec = {"wins": 0, "losses": 0, "ties": 0, "both_bad": 0}
+    for r in _verdicts(db):
+        if {r["model_a"], r["model_b"]} != {model, opponent} or model == opponent:
+            continue
+        side = "a" if r["model_a"] == model else "b"
+        if r["value"] == side:
+            rec["wins"] += 1
+        elif r["value"] in ("a", "b"):
+            rec["losses"] += 1
+        elif r["value"] == "tie":
+            rec["ties"] += 1
+        else:
+            rec["both_bad"] += 1
+    return rec
+
+
 def _verdicts(db: Database):
     return db.query(
         """select r.value, a.model as model_a, b.model as model_b from ratings r

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from browser_support import (
-    Shots, bot_texts, browser, fill_number, open_app, require_chromium, serve, tab, type_custom,
+    Shots, bot_texts, browser, choose, fill_number, open_app, require_chromium, serve, tab, type_custom,
     wait_text, wait_value,
 )
 from serving_helpers import free_port
@@ -210,12 +210,65 @@ def test_upload_train_compare_rate(stack, tmp_path):
         assert all(r["user"].startswith("guest-") for r in rows.values())
 
 
+def test_next_round_is_built_and_started_from_the_feedback_tab(stack):
+    """Too few ratings are refused on the page; once teammates rated more, preview, build, train, lineage."""
+    from store import chats, ratings
+
+    shots = Shots("flow-next-round")
+    s = stack["settings"]
+    with connect(s.db_path) as db:
+        adapter = db.execute("select name from adapters order by id desc limit 1").fetchone()[0]
+    with browser() as b:
+        page = open_app(b, stack["url"])
+        tab(page, "Feedback")
+        choose(page, "round-method", "DPO")
+        page.locator("#round-build").click()
+        text = wait_text(page, "#round-report", "Nothing was built")
+        assert "8" in text, text  # says how many pairs DPO needs
+        shots(page, "refused")
+
+        with connect(s.db_path) as db:  # teammates rate eight more answers of the adapter
+            for i in range(8):
+                ex = chats.record_exchange(db, session_id=None, user="maria", parent_id=None,
+                                           question=f"Question {i}?", answer=f"Answer {i}.", model=adapter,
+                                           settings={})
+                ratings.rate_message(db, kind="thumb", message_id=ex.answer_id, value="up" if i < 4 else "down",
+                                     user="maria")
+        choose(page, "round-method", "Automatic")
+        wait_value(page, "round-from", adapter)
+        page.locator("#round-preview").click()
+        text = wait_text(page, "#round-report", "Preview")
+        assert "SFT+KTO" in text and "nothing written" in text
+        page.locator("#round-build").click()
+        text = wait_text(page, "#round-report", r"Built feedback@1")
+        assert f"continuing from {adapter}" in text
+        shots(page, "built")
+        page.locator("#round-train").click()
+        wait_text(page, "#round-started", r"Run \d+ is training on feedback@1")
+        shots(page, "round started")
+
+        tab(page, "Train")
+        summary = wait_text(page, "#train-summary", r"dataset feedback@1 · from " + adapter, timeout=60)
+        run = summary.split(":")[0]
+        page.locator("#train-cancel").click()  # the round itself trains in test_feedback_loop.py
+        wait_text(page, "#train-summary", rf"{run}: cancelled", timeout=240)
+
+        tab(page, "Adapters")
+        choose(page, "ad-pick", adapter)
+        page.locator("#ad-lineage-box").get_by_text("Lineage", exact=False).first.click()
+        lineage = wait_text(page, "#ad-lineage", r"Round 1")
+        assert "support@1" in lineage and "support_transcripts.txt" in lineage
+        shots(page, "lineage")
+
+
 def test_reloading_during_training_shows_the_run_where_it_is(stack, tmp_path):
     shots = Shots("flow-reload-during-training")
     with browser() as b:
         page = open_app(b, stack["url"])
         tab(page, "Train")
-        wait_value(page, "train-dataset", "support@")
+        wait_value(page, "train-dataset", "@")
+        choose(page, "train-dataset", "support@1")  # the feedback version made above is offered too
+        wait_value(page, "train-method", "SFT: learn")
         page.locator("#train-preset").get_by_text("quick", exact=True).click()
         page.get_by_text("Settings", exact=True).click()
         wait_value(page, "train-seq-len", "^512$")

@@ -47,7 +47,7 @@ def test_overrides_win_and_none_means_preset_value():
     ({"batch_size": 0}, "batch_size", ">= 1"),
     ({"max_seq_len": 8}, "max_seq_len", "at least"),
     ({"method": "ppo"}, "method", "one of"),
-    ({"method": "kto"}, "method", "not available yet"),
+    ({"method": "kto", "batch_size": 2}, "batch_size", "KTO needs at least 4"),
     ({"target_modules": ["q_proj", "lm_head"]}, "target_modules", "cannot serve"),
     ({"target_modules": "everything"}, "target_modules", "all-linear"),
     ({"lr_schedule": "exotic"}, "lr_schedule", "one of"),

@@ -171,10 +171,11 @@ def test_start_passes_the_form_to_the_trainer_and_explains_config_errors(ctx):
     opts = ctx.trainer.started[-1]
     assert opts == {"dataset": "support@1", "preset": "quick", "from_adapter": None, "name": None,
                     "learning_rate": 3e-4, "batch_size": 4, "grad_accum": 1, "max_seq_len": 256,
-                    "eval_fraction": 0.1, "epochs": 1.0, "lora_rank": 8, "lora_alpha": 16.0}
-    tab_train.start(ctx, "support@1", "support-v1", "quick", 1, 5, 3e-4, 8, 4, 1, 256, 0.1, "support-v2")
+                    "eval_fraction": 0.1, "epochs": 1.0, "lora_rank": 8, "lora_alpha": 16.0, "method": "sft"}
+    tab_train.start(ctx, "support@1", "support-v1", "quick", 1, 5, 3e-4, 8, 4, 1, 256, 0.1, "support-v2", "sft+dpo")
     opts = ctx.trainer.started[-1]
     assert opts["from_adapter"] == "support-v1" and opts["max_steps"] == 5 and "lora_rank" not in opts
+    assert opts["method"] == "sft+dpo"
     ctx.trainer.start = lambda **o: (_ for _ in ()).throw(ConfigError("max_seq_len", "9999 is above 8192"))
     with pytest.raises(gr.Error, match="Max length: 9999 is above 8192"):
         tab_train.start(ctx, "support@1", base, "quick", 1, 0, 3e-4, 8, 4, 1, 9999, 0.1, "")

@@ -6,8 +6,13 @@ evaluation (split "eval"), tokens_per_second and eta_seconds (split "progress").
 `tuneloop runs` read them live (WAL). It also checks `runs.cancel_requested` after each step and
 asks the trainer to stop, so a cancel ends the run at a step boundary.
 
-Used by training.recipe; only the main process of a multi-GPU run writes, and the cancel flag is
-shared across processes so all of them stop at the same step.
+A run may train in phases (SFT, then KTO or DPO), each with its own trainer and the same callback:
+`step_offset` (steps of the phases before) and `steps_after` (planned steps of the phases after)
+make the reported step and total run continuously over the whole run, so the UI shows one
+progress bar and one loss curve.
+
+Used by training.recipe and training.preference; only the main process of a multi-GPU run
+writes, and the cancel flag is shared across processes so all of them stop at the same step.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ log = logging.getLogger("tuneloop.train")
 # Trainer summary keys that are not training curves.
 SKIP_KEYS = {"total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second",
              "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "num_input_tokens_seen",
-             "train_tokens_per_second"}
+             "train_tokens_per_second", "num_tokens"}  # num_tokens: TRL's running token count
 
 
 class StoreProgressCallback(TrainerCallback):
@@ -39,8 +44,14 @@ class StoreProgressCallback(TrainerCallback):
         self.cancelled = False
         self._check_cancel = check_cancel  # extra cancel source (e.g. a SIGTERM flag)
         self._db = None
-        self._train_seconds = 0.0
-        self._tokens_start = 0
+        self.step_offset = 0
+        """Optimizer steps the earlier phases of this run took; reported steps continue after them."""
+        self.steps_after = 0
+        """Optimizer steps the later phases of this run will take; the reported total includes them."""
+        self._train_seconds = 0.0  # all phases
+        self._tokens = 0  # all phases
+        self._tokens_before = 0  # of the phases before this one
+        self._tokens_start = 0  # the trainer's token count when this phase began
         self._last = None
 
     # --- helpers ---
@@ -55,6 +66,12 @@ class StoreProgressCallback(TrainerCallback):
             self._db.close()
             self._db = None
 
+    def _step(self, state) -> int:
+        return self.step_offset + state.global_step
+
+    def _total(self, state) -> int:
+        return self.step_offset + state.max_steps + self.steps_after
+
     def _cancel_requested(self, args, state) -> bool:
         wanted = False
         if state.is_world_process_zero:
@@ -64,9 +81,10 @@ class StoreProgressCallback(TrainerCallback):
     # --- events ---
     def on_train_begin(self, args, state, control, **kwargs):
         self._tokens_start = state.num_input_tokens_seen or 0
+        self._tokens_before = self._tokens
         self._last = time.monotonic()
         if state.is_world_process_zero:
-            runs.update_progress(self.db, self.run_id, step=state.global_step, total_steps=state.max_steps)
+            runs.update_progress(self.db, self.run_id, step=self._step(state), total_steps=self._total(state))
             log.info("training: %d optimizer steps", state.max_steps)
         if self._cancel_requested(args, state):
             self.cancelled = True
@@ -76,20 +94,21 @@ class StoreProgressCallback(TrainerCallback):
         now = time.monotonic()
         self._train_seconds += now - (self._last or now)
         self._last = now
-        tokens = (state.num_input_tokens_seen or 0) - self._tokens_start
-        step_seconds = self._train_seconds / max(state.global_step, 1)
+        self._tokens = self._tokens_before + (state.num_input_tokens_seen or 0) - self._tokens_start
+        step, total = self._step(state), self._total(state)
+        step_seconds = self._train_seconds / max(step, 1)
         progress = {
-            "tokens_per_second": tokens / self._train_seconds if self._train_seconds > 0 else 0.0,
-            "eta_seconds": step_seconds * max(state.max_steps - state.global_step, 0),
+            "tokens_per_second": self._tokens / self._train_seconds if self._train_seconds > 0 else 0.0,
+            "eta_seconds": step_seconds * max(total - step, 0),
             "step_seconds": step_seconds,
         }
         if state.is_world_process_zero:
-            runs.update_progress(self.db, self.run_id, step=state.global_step, total_steps=state.max_steps)
-            runs.add_metrics(self.db, self.run_id, state.global_step, progress, split="progress")
+            runs.update_progress(self.db, self.run_id, step=step, total_steps=total)
+            runs.add_metrics(self.db, self.run_id, step, progress, split="progress")
         if self._cancel_requested(args, state):
             self.cancelled = True
             control.should_training_stop = True
-            log.info("cancel requested: stopping after step %d", state.global_step)
+            log.info("cancel requested: stopping after step %d", step)
 
     def on_evaluate(self, args, state, control, **kwargs):
         # Evaluation time is not training time: restart the step clock after it.
@@ -100,16 +119,17 @@ class StoreProgressCallback(TrainerCallback):
             return
         train = {k: v for k, v in logs.items() if k not in SKIP_KEYS and not k.startswith("eval_") and _finite(v)}
         evals = {k: v for k, v in logs.items() if k.startswith("eval_") and k not in SKIP_KEYS and _finite(v)}
+        step = self._step(state)
         if train:
-            runs.add_metrics(self.db, self.run_id, state.global_step, train, split="train")
+            runs.add_metrics(self.db, self.run_id, step, train, split="train")
         if evals:
-            runs.add_metrics(self.db, self.run_id, state.global_step, evals, split="eval")
+            runs.add_metrics(self.db, self.run_id, step, evals, split="eval")
         shown = " ".join(f"{k}={_fmt(v)}" for k, v in {**train, **evals}.items())
-        log.info("step %d/%d %s", state.global_step, state.max_steps, shown)
+        log.info("step %d/%d %s", step, self._total(state), shown)
 
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            runs.update_progress(self.db, self.run_id, step=state.global_step)
+            runs.update_progress(self.db, self.run_id, step=self._step(state))
 
 
 def _any_process(flag: bool, args) -> bool:

@@ -4,7 +4,14 @@ A `RunConfig` is everything a run needs to be reproduced: it is stored as JSON i
 and written to `<run_dir>/config.json`. `__post_init__` refuses combinations that are wrong on
 their own; `check_context` refuses those that are wrong for this server, model or dataset (rank
 above the server's limit, sequence length above the model's, too few conversations to hold some
-out). Both raise `ConfigError`, whose message names the field and says why.
+out), and `check_examples` a dataset version with too few examples for a part of the method. All
+raise `ConfigError`, whose message names the field and says why.
+
+Methods (training.feedback_dataset.METHODS): "sft", the preference methods "kto" and "dpo", and
+"sft+kto" / "sft+dpo" (SFT first, then the preference phase on its result: one run, one adapter).
+The `beta`, `pref_*` and `*_weight` fields configure the preference phase; the SFT fields
+(learning_rate, epochs, max_steps, eval_*) the SFT phase. Configs saved before the preference
+fields existed still load: the missing fields take their defaults.
 
     cfg = RunConfig.from_preset("standard", dataset="support@2", base_model="/models/smollm2", lora_rank=8)
     RunConfig.from_dict(json.loads(run["config"]))   # the same run again
@@ -19,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from store.settings import VLLM_LORA_RANKS
+from training.feedback_dataset import DEFAULT_MINIMUMS, KTO_MIN_BATCH, method_parts
+from training.feedback_dataset import METHODS as _METHOD_PARTS
 
-METHODS = ("sft", "kto", "dpo")
-IMPLEMENTED_METHODS = ("sft",)  # kto/dpo plug in here in a later issue (training.recipe dispatches on method)
+METHODS = tuple(_METHOD_PARTS)  # sft, kto, dpo, sft+dpo, sft+kto
 SCHEDULES = ("cosine", "linear", "constant", "constant_with_warmup")
 # Training these would need `modules_to_save` (or new tokens), which vLLM refuses to serve.
 NOT_SERVABLE_MODULES = ("lm_head", "embed_tokens", "wte", "wpe", "embed_out", "output")
@@ -57,8 +65,10 @@ class RunConfig:
     adapter_name: str | None = None
     """Name for the new adapter. None: '<family>-v<N>', family = dataset slug or the parent's family."""
 
-    method: Literal["sft", "kto", "dpo"] = "sft"
-    """Training objective. Only 'sft' (supervised, assistant tokens only) exists now; kto/dpo come later."""
+    method: Literal["sft", "kto", "dpo", "sft+kto", "sft+dpo"] = "sft"
+    """Training objective: 'sft' (supervised, assistant tokens only); 'kto' (rated answers, desirable or
+    not) and 'dpo' (chosen over rejected answer pairs), which need a feedback dataset version; 'sft+kto'
+    and 'sft+dpo': SFT first, then the preference phase on the SFT result, as one run and one adapter."""
 
     preset: str = "standard"
     """The preset the values started from (informational; the fields below are what counts)."""
@@ -99,7 +109,8 @@ class RunConfig:
     """Optimizer steps to train for; overrides epochs when set."""
 
     batch_size: int = 4
-    """Conversations per micro-batch (concatenated padding-free into one row of tokens)."""
+    """Conversations per micro-batch (SFT); KTO rows or DPO pairs per micro-batch (preference phase, at
+    least 4 for KTO: its KL estimate pairs each answer with the other prompts of its micro-batch)."""
 
     grad_accum: int = 2
     """Micro-batches per optimizer step; the effective batch is batch_size x grad_accum conversations."""
@@ -117,10 +128,35 @@ class RunConfig:
     seed: int = 42
     """Seed for the held-out split, LoRA initialisation and data order: same seed, same run."""
 
+    # --- preference phase (kto, dpo, and the second phase of sft+kto / sft+dpo) ---
+    # The reference model is the adapter the phase starts from (the parent, or the SFT phase's
+    # result), frozen; there is no held-out split: a feedback round holds tens of rows, too few to
+    # spare some and too few for an eval loss to mean much. TRL's reward metrics are logged instead.
+    beta: float = 0.1
+    """How strongly the preference phase is held to its reference: higher stays closer (TRL's default)."""
+
+    pref_learning_rate: float = 2e-5
+    """Peak learning rate of the preference phase. LoRA needs roughly 10x the rate of full fine-tuning
+    (DPO recipes use 5e-7 full, 5e-6..5e-5 LoRA); a round is only a few steps over tens of rows, so the
+    upper middle of that range, with beta holding it near the reference."""
+
+    pref_epochs: float | None = 2.0
+    """Passes over the KTO rows or DPO pairs. Two: preference losses fit a few repeated pairs fast
+    (reward margins keep growing on memorised pairs), so more passes mostly memorise. Ignored when
+    pref_max_steps is set."""
+
+    pref_max_steps: int | None = None
+    """Optimizer steps of the preference phase; overrides pref_epochs when set."""
+
+    desirable_weight: float = 1.0
+    """KTO: weight of the desirable (thumbs-up) rows' loss. The runner copies it from the feedback build,
+    which balances it against the undesirable rows (training.feedback_dataset.kto_weights)."""
+
+    undesirable_weight: float = 1.0
+    """KTO: weight of the undesirable (thumbs-down) rows' loss; set like desirable_weight."""
+
     def __post_init__(self) -> None:
         _require(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
-        _require(self.method in IMPLEMENTED_METHODS, "method",
-                 f"{self.method!r} training is not available yet; use 'sft'")
         _require(self.lora_rank in VLLM_LORA_RANKS, "lora_rank",
                  f"must be one of vLLM's allowed ranks {VLLM_LORA_RANKS}, got {self.lora_rank}")
         _require(self.lora_alpha > 0, "lora_alpha", f"must be > 0, got {self.lora_alpha}")
@@ -147,6 +183,35 @@ class RunConfig:
                  f"must be in [0, 0.5) (0 turns evaluation off), got {self.eval_fraction}")
         if self.eval_every is not None:
             _require(self.eval_every >= 1, "eval_every", f"must be >= 1 step, got {self.eval_every}")
+        self._check_preference()
+
+    def _check_preference(self) -> None:
+        _require(self.beta > 0 and math.isfinite(self.beta), "beta", f"must be a positive number, got {self.beta}")
+        _require(self.pref_learning_rate > 0 and math.isfinite(self.pref_learning_rate), "pref_learning_rate",
+                 f"must be a positive number, got {self.pref_learning_rate}")
+        _require(self.pref_epochs is not None or self.pref_max_steps is not None, "pref_epochs",
+                 "set pref_epochs or pref_max_steps (both are unset, so the preference phase would have no length)")
+        if self.pref_max_steps is not None:
+            _require(self.pref_max_steps >= 1, "pref_max_steps", f"must be >= 1, got {self.pref_max_steps}")
+        elif self.pref_epochs is not None:
+            _require(self.pref_epochs > 0, "pref_epochs", f"must be > 0, got {self.pref_epochs}")
+        for name in ("desirable_weight", "undesirable_weight"):
+            value = getattr(self, name)
+            _require(value > 0 and math.isfinite(value), name, f"must be a positive number, got {value}")
+        if "kto" in self.parts:
+            _require(self.batch_size >= KTO_MIN_BATCH, "batch_size",
+                     f"KTO needs at least {KTO_MIN_BATCH} rows per micro-batch (its KL estimate pairs each answer "
+                     f"with the other prompts of the micro-batch), got {self.batch_size}")
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The phases of this run's method, in training order: ("sft",), ("dpo",), ("sft", "kto"), ..."""
+        return method_parts(self.method)
+
+    @property
+    def preference_kind(self) -> str | None:
+        """The preference phase's kind ("kto" or "dpo"), or None when the method is plain "sft"."""
+        return next((p for p in self.parts if p != "sft"), None)
 
     def _check_target_modules(self) -> None:
         mods = self.target_modules
@@ -162,7 +227,11 @@ class RunConfig:
 
     # --- context checks: need the server's limit, the model's and the dataset's size ---
     def check_context(self, *, max_lora_rank: int, model_max_len: int | None, conversations: int) -> None:
-        """Refuse what is wrong for this server, model and dataset version (before any work starts)."""
+        """Refuse what is wrong for this server, model and dataset version (before any work starts).
+
+        `conversations` counts the version's SFT conversations; they are only checked (not empty,
+        enough to hold some out) when the method has an SFT phase.
+        """
         _require(self.lora_rank <= max_lora_rank, "lora_rank",
                  f"{self.lora_rank} is above the server's max_lora_rank {max_lora_rank}; "
                  f"vLLM could not load the adapter (use --rank {max_lora_rank} or lower, "
@@ -170,6 +239,8 @@ class RunConfig:
         if model_max_len:
             _require(self.max_seq_len <= model_max_len, "max_seq_len",
                      f"{self.max_seq_len} is above the base model's limit of {model_max_len} tokens")
+        if "sft" not in self.parts:
+            return
         _require(conversations > 0, "dataset", f"{self.dataset or 'the dataset version'} has no conversations")
         held_out = held_out_count(conversations, self.eval_fraction)
         if self.eval_fraction > 0 and held_out == 0:
@@ -177,6 +248,37 @@ class RunConfig:
             raise ConfigError("eval_fraction",
                               f"holding out {self.eval_fraction:g} of {conversations} conversation(s) leaves none "
                               f"to evaluate on; it needs at least {need} conversations, or use --eval-fraction 0")
+
+    def check_examples(self, counts: dict[str, int], *, feedback: bool,
+                       minimums: dict[str, int] | None = None) -> None:
+        """Refuse a dataset version with too few examples for a part of the method (field "method").
+
+        `counts`: {"sft", "kto_desirable", "kto_undesirable", "dpo"} of the version. A preference part
+        needs a feedback version with at least `minimums` rows (default DEFAULT_MINIMUMS, the floors
+        `tuneloop feedback build` applies; the runner passes the build's own); the SFT part of a
+        feedback version too. An imported version's SFT part is only checked for being empty (by
+        `check_context`).
+        """
+        need = {**DEFAULT_MINIMUMS, **(minimums or {})}
+        where = self.dataset or "the dataset version"
+        for part in self.parts:
+            if part == "sft":
+                if feedback and counts.get("sft", 0) < need["sft"]:
+                    raise ConfigError("method", f"a {self.method} run on a feedback version needs at least "
+                                                f"{need['sft']} SFT examples; {where} has {counts.get('sft', 0)}")
+                continue
+            if not feedback:
+                raise ConfigError("method", f"a {self.method} run needs a feedback dataset version "
+                                            f"(tuneloop feedback build); {where} is not one")
+            if part == "dpo" and counts.get("dpo", 0) < need["dpo"]:
+                raise ConfigError("method", f"a {self.method} run needs at least {need['dpo']} DPO pairs; "
+                                            f"{where} has {counts.get('dpo', 0)}")
+            if part == "kto":
+                good, bad = counts.get("kto_desirable", 0), counts.get("kto_undesirable", 0)
+                if good < need["kto_desirable"] or bad < need["kto_undesirable"]:
+                    raise ConfigError("method", f"a {self.method} run needs at least {need['kto_desirable']} "
+                                                f"desirable and {need['kto_undesirable']} undesirable KTO rows; "
+                                                f"{where} has {good} and {bad}")
 
     # --- (de)serialisation ---
     def to_dict(self) -> dict[str, Any]:
@@ -199,7 +301,8 @@ class RunConfig:
         """A preset's values with `overrides` on top (None values in overrides are ignored).
 
         The preset's rank is lowered to `max_lora_rank` when that is smaller and no rank was given.
-        Setting max_steps without epochs (or the reverse) wins over the preset's length.
+        Setting max_steps without epochs (or the reverse) wins over the preset's length; the same for
+        pref_max_steps and pref_epochs.
         """
         if preset not in PRESETS:
             raise ConfigError("preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -213,6 +316,8 @@ class RunConfig:
                 values["lora_alpha"] = ratio * allowed[-1]
         if "max_steps" in given and "epochs" not in given:
             values["epochs"] = None
+        if "pref_max_steps" in given and "pref_epochs" not in given:
+            values["pref_epochs"] = None
         return cls.from_dict({**values, **given})
 
 

@@ -5,6 +5,9 @@
     save_adapter(session, adapters_dir / name)
     cleanup(session)
 
+This is the "sft" method and the first phase of "sft+kto" / "sft+dpo"; the KTO/DPO phase is
+training.preference, continuing on `session.model`. training.run runs the phases a method needs.
+
 What it does, and why:
 - Conversations are rendered through the base model's own chat template (training.render) and
   trained on assistant tokens only, each answer through its end-of-turn token.
@@ -224,12 +227,20 @@ def train(session: Session) -> dict:
 
 def save_adapter(session: Session, path: Path | str, *, max_rank: int | None = None) -> Path:
     """Write adapter_config.json + adapter_model.safetensors (base_model_name_or_path = the base model)."""
+    return write_adapter(session.model, session.config.base_model, path, max_rank=max_rank)
+
+
+def write_adapter(model, base_model: str, path: Path | str, *, max_rank: int | None = None) -> Path:
+    """Write the peft model's "default" adapter, and only it, as a servable adapter directory.
+
+    Only "default": a preference phase adds a frozen "ref" copy as its reference, which must not
+    end up in the served directory (peft would write it to a `ref/` subfolder).
+    """
     path = Path(path)
-    model = session.model
     lora = model.peft_config["default"]
     check_servable(lora, max_rank=max_rank)
-    lora.base_model_name_or_path = session.config.base_model
-    model.save_pretrained(str(path))
+    lora.base_model_name_or_path = base_model
+    model.save_pretrained(str(path), selected_adapters=["default"])
     cfg = json.loads((path / "adapter_config.json").read_text())
     if cfg.get("modules_to_save"):
         raise NotServable(f"saved adapter has modules_to_save={cfg['modules_to_save']}")
@@ -243,6 +254,11 @@ def cleanup(session: Session) -> None:
             close()
     session.trainer = None
     session.model = None
+    free_memory()
+
+
+def free_memory() -> None:
+    """Give back what dropped models and trainers held (host memory, the CUDA cache)."""
     import gc
 
     gc.collect()

@@ -4,8 +4,12 @@ The runner (training.runner) starts it detached with stdout/stderr in `<run_dir>
 caller's settings in TUNELOOP_* variables; started by hand it also logs to that file. It:
 
 1. loads the run row (a queued run started by hand is marked running here), writes
-   `<run_dir>/config.json`, reads the dataset version's conversations;
-2. trains with training.recipe, progress and metrics going to the store every step;
+   `<run_dir>/config.json`, reads what the method trains on: the dataset version's conversations
+   (sft) and/or its KTO rows or DPO pairs (store.feedback);
+2. trains the method's phases on one peft model (`train_phases`): SFT with training.recipe, then
+   KTO or DPO with training.preference ("sft+dpo": both, the preference phase continuing on the
+   SFT result), progress and metrics going to the store every step with step numbers running on
+   across phases;
 3. on success saves the adapter to `<adapters_dir>/<name>` and registers it with its lineage
    (base model, dataset version, parent adapter, run, full config), then marks the run completed;
    on cancel marks it cancelled, keeping the adapter so far (registered, meta.partial) when the
@@ -33,6 +37,7 @@ from store import runs  # noqa: E402
 from store.adapters import get_adapter, next_version, register_adapter, slug  # noqa: E402
 from store.datasets import iter_version_conversations, parse_version_spec  # noqa: E402
 from store.db import connect  # noqa: E402
+from store.feedback import iter_preference_examples  # noqa: E402
 from store.settings import Settings  # noqa: E402
 from training.config import RunConfig  # noqa: E402
 from training.runner import LOG_NAME, kick, log_tail  # noqa: E402
@@ -100,19 +105,26 @@ def execute(settings: Settings, run_id: int, *, main_process: bool = True) -> st
         elif main_process and run["pid"] is None:
             runs.set_pid(db, run_id, os.getpid())
         config = RunConfig.from_dict(run["config"])
-        conversations = list(iter_version_conversations(db, config.dataset_version_id))
+        conversations = (list(iter_version_conversations(db, config.dataset_version_id))
+                         if "sft" in config.parts else [])
+        kind = config.preference_kind
+        pref_rows = list(iter_preference_examples(db, config.dataset_version_id, kind)) if kind else []
         parent = get_adapter(db, run["parent_adapter_id"]) if run["parent_adapter_id"] else None
     run_dir = Path(run["run_dir"])
     (run_dir / "config.json").write_text(config.to_json())
-    log.info("run %d: %s on %s (%d conversations), base %s%s", run_id, config.method, config.dataset,
-             len(conversations), config.base_model, f", from adapter {parent['name']}" if parent else "")
+    sizes = []
+    if "sft" in config.parts:
+        sizes.append(f"{len(conversations)} conversations")
+    if kind:
+        sizes.append(f"{len(pref_rows)} {kind} rows")
+    log.info("run %d: %s on %s (%s), base %s%s", run_id, config.method, config.dataset, ", ".join(sizes),
+             config.base_model, f", from adapter {parent['name']}" if parent else "")
 
     callback = StoreProgressCallback(settings.db_path, run_id, check_cancel=lambda: _Stop.requested)
-    session = recipe.setup(config, conversations, output_dir=run_dir / "trainer", callbacks=[callback],
-                           parent_adapter_path=parent["path"] if parent else None)
+    model = None
     try:
-        result = recipe.train(session)
-        result["data"] = session.split.stats
+        model, result = train_phases(config, conversations, pref_rows, run_dir=run_dir, callback=callback,
+                                     parent_adapter_path=parent["path"] if parent else None)
         if not main_process:
             return "completed"
         with connect(settings.db_path) as db:
@@ -123,15 +135,84 @@ def execute(settings: Settings, run_id: int, *, main_process: bool = True) -> st
                 runs.mark_finished(db, run_id, "cancelled", metrics=result)
             log.info("run %d cancelled at step %d; no adapter kept", run_id, result["steps"])
             return "cancelled"
-        staged = recipe.save_adapter(session, run_dir / "adapter", max_rank=settings.max_lora_rank)
+        staged = recipe.write_adapter(model, config.base_model, run_dir / "adapter", max_rank=settings.max_lora_rank)
     finally:
-        recipe.cleanup(session)
+        callback.close()
+        model = None
+        recipe.free_memory()
     status = "cancelled" if cancelled else "completed"
     with connect(settings.db_path) as db:
         adapter_id, name = publish_adapter(db, settings, run_id, config, staged, parent, result, partial=cancelled)
         runs.mark_finished(db, run_id, status, metrics=result, adapter_id=adapter_id)
     log.info("run %d %s: adapter %s (%s)", run_id, status, name, settings.adapters_dir / name)
     return status
+
+
+def train_phases(config: RunConfig, conversations: list[dict], pref_rows: list[dict], *, run_dir: Path,
+                 callback, parent_adapter_path: str | None) -> tuple[object, dict]:
+    """Train the method's phases on one peft model; returns (model, metrics).
+
+    SFT (training.recipe) first when the method has it, then KTO/DPO (training.preference) on the
+    same model, whose reference is then the SFT result. The preference phase's length is fixed
+    before anything trains, so `callback` reports one continuous step count and total. A cancel in
+    the SFT phase skips the preference phase. Metrics: the phase's own for a one-phase method; for
+    two phases the sums (steps, tokens, time), the last phase's losses, and each phase's under "phases".
+    """
+    from training import preference, recipe
+
+    kind = config.preference_kind
+    n_phases = len(config.parts)
+    if kind:
+        rows, pref_data = preference.prepare(config, recipe.load_tokenizer(config.base_model), pref_rows)
+        if not rows:
+            raise ValueError(f"none of the {len(pref_rows)} {kind} rows fits max_seq_len {config.max_seq_len}")
+        pref_steps = preference.planned_steps(config, len(rows))
+        if pref_data["trimmed"] or pref_data["left_out_too_long"]:
+            log.info("%s rows over max_seq_len %d: %d shortened (oldest turns dropped), %d left out", kind,
+                     config.max_seq_len, pref_data["trimmed"], pref_data["left_out_too_long"])
+    results = []
+    if "sft" in config.parts:
+        session = recipe.setup(config, conversations, output_dir=run_dir / "trainer", callbacks=[callback],
+                               parent_adapter_path=parent_adapter_path)
+        model, tokenizer = session.model, session.tokenizer
+        callback.steps_after = pref_steps if kind else 0
+        log.info("phase 1/%d: sft, %d optimizer steps", n_phases, session.total_steps)
+        sft = recipe.train(session)
+        sft["data"] = session.split.stats
+        session.trainer = None  # its optimizer state is not needed by the next phase
+        results.append(sft)
+    else:
+        tokenizer = recipe.load_tokenizer(config.base_model)
+        model = recipe.load_model(config, parent_adapter_path=parent_adapter_path)
+    if kind and not callback.cancelled:
+        done = results[0]["steps"] if results else 0
+        callback.step_offset, callback.steps_after = done, 0
+        phase = preference.setup(config, rows, model=model, tokenizer=tokenizer, output_dir=run_dir / "trainer",
+                                 callbacks=[callback])
+        log.info("phase %d/%d: %s (beta %g, lr %g), %d optimizer steps (run steps %d-%d)", n_phases, n_phases, kind,
+                 config.beta, config.pref_learning_rate, pref_steps, done + 1, done + pref_steps)
+        pref = preference.train(phase)
+        pref["data"] = pref_data
+        preference.release(phase)
+        results.append(pref)
+    if n_phases == 1:
+        return model, results[0]
+    results[0]["method"] = "sft"
+    last = results[-1]
+    combined = {
+        "steps": sum(r["steps"] for r in results),
+        "total_steps": results[0]["total_steps"] + pref_steps,
+        "stopped_early": len(results) < n_phases or any(r["stopped_early"] for r in results),
+        "train_loss": last["train_loss"],
+        "tokens": sum(r["tokens"] or 0 for r in results),
+        "train_runtime_s": sum(r.get("train_runtime_s") or 0 for r in results),
+        "phases": results,
+    }
+    if "final_loss" in last:
+        combined["final_loss"] = last["final_loss"]
+    if combined["train_runtime_s"]:
+        combined["tokens_per_second"] = combined["tokens"] / combined["train_runtime_s"]
+    return model, combined
 
 
 def publish_adapter(db, settings: Settings, run_id: int, config: RunConfig, staged: Path, parent: dict | None,

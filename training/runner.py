@@ -29,6 +29,7 @@ from store import runs
 from store.adapters import AdapterNotFound, get_adapter, validate_adapter_name
 from store.datasets import DatasetNotFound, resolve_version
 from store.db import connect
+from store.feedback import get_build, preference_counts
 from store.settings import Settings
 from training.config import DEFAULT_PRESET, ConfigError, RunConfig
 
@@ -41,8 +42,17 @@ LAUNCH_GRACE_S = 120
 
 # --- planning: a validated config from what the user asked for ---
 def plan_run(settings: Settings, *, dataset: str, preset: str = DEFAULT_PRESET, base_model: str | None = None,
-             from_adapter: str | None = None, name: str | None = None, **overrides) -> RunConfig:
-    """Resolve the dataset version, base model and parent adapter, and validate everything.
+             from_adapter: str | None = None, name: str | None = None, method: str | None = None,
+             **overrides) -> RunConfig:
+    """Resolve the dataset version, method, base model and parent adapter, and validate everything.
+
+    For a feedback dataset version (`tuneloop feedback build`), what the caller leaves unset comes
+    from its build: `method` (default: the build's method; for any other version "sft"),
+    `from_adapter` (default: the adapter the build was made for, so the round trains on top of it;
+    pass another adapter's name to continue from that one instead), the KTO desirable/undesirable
+    weights (balanced by the build), and `eval_fraction` (default 0: a round's few rated examples
+    all train; the preference phase never holds rows out). Every part of the method must have
+    enough examples: SFT conversations, KTO rows, DPO pairs (RunConfig.check_examples).
 
     Raises ConfigError (field and reason) before anything is written or started.
     """
@@ -52,12 +62,18 @@ def plan_run(settings: Settings, *, dataset: str, preset: str = DEFAULT_PRESET, 
         except (DatasetNotFound, ValueError) as exc:
             raise ConfigError("dataset", str(exc)) from None
         count = db.execute("select count(*) from version_conversations where version_id = ?", [ref.id]).fetchone()[0]
+        counts = {"sft": count, **preference_counts(db, ref.id)}
+        build = get_build(db, ref.id)
+        from_build = build is not None and not from_adapter and bool(build["from_adapter"])
+        if from_build:
+            from_adapter = build["from_adapter"]
         parent = None
         if from_adapter:
             try:
                 parent = get_adapter(db, from_adapter)
             except AdapterNotFound as exc:
-                raise ConfigError("from_adapter", str(exc)) from None
+                why = f" (the adapter feedback build {build['ref']} was made for)" if from_build else ""
+                raise ConfigError("from_adapter", f"{exc}{why}") from None
             if base_model and base_model != parent["base_model"]:
                 raise ConfigError("from_adapter", f"adapter {from_adapter!r} was trained on {parent['base_model']}, "
                                                   f"not {base_model}; a continued adapter keeps its base model")
@@ -66,9 +82,23 @@ def plan_run(settings: Settings, *, dataset: str, preset: str = DEFAULT_PRESET, 
     base = parent["base_model"] if parent else (base_model or settings.base_model_path)
     if parent:
         overrides = {**overrides, **_parent_lora(parent, overrides)}
+    chosen = method or (build["method"] if build else "sft")
+    if chosen in ("kto", "dpo"):
+        # Without an SFT phase, the run's length is the preference phase's: a length the user set
+        # (--max-steps, --epochs, the Train tab's fields) is meant for it, not silently ignored.
+        for src, dst in (("max_steps", "pref_max_steps"), ("epochs", "pref_epochs")):
+            if overrides.get(src) is not None and overrides.get(dst) is None:
+                overrides = {**overrides, dst: overrides[src]}
+    if build:
+        defaults = {"desirable_weight": build["desirable_weight"], "undesirable_weight": build["undesirable_weight"],
+                    "eval_fraction": 0.0}
+        overrides = {**overrides, **{k: v for k, v in defaults.items() if overrides.get(k) is None and v is not None}}
     cfg = RunConfig.from_preset(preset, max_lora_rank=settings.max_lora_rank, dataset=str(ref),
                                 dataset_version_id=ref.id, base_model=base, from_adapter=from_adapter,
-                                adapter_name=name, **overrides)
+                                adapter_name=name, method=chosen,
+                                **overrides)
+    minimums = (build["report"].get("minimums") or None) if build else None
+    cfg.check_examples(counts, feedback=build is not None, minimums=minimums)
     cfg.check_context(max_lora_rank=settings.max_lora_rank, model_max_len=model_max_len(base), conversations=count)
     return cfg
 

@@ -92,7 +92,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("Compare A/B", id="compare") as compare_tab:
                 compare_refresh = tab_chat.render_compare(ctx, anon_id)
             with gr.Tab("Feedback", id="feedback") as feedback_tab:
-                feedback_refresh = tab_feedback.render(ctx)
+                feedback_refresh = tab_feedback.render(ctx, anon_id)
             with gr.Tab("Adapters", id="adapters") as adapters_tab:
                 adapters_refresh = tab_adapters.render(ctx)
         refreshers += [train_refresh, chat_refresh, compare_refresh, feedback_refresh, adapters_refresh]

@@ -1,6 +1,6 @@
 """The `tuneloop` command line: a thin typer layer over store, training and serving.
 
-Each area registers its commands from its own module (cli_data, cli_train, cli_serve).
+Each area registers its commands from its own module (cli_data, cli_train, cli_serve, cli_feedback).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _register() -> None:
     from ui import cli_data
 
     cli_data.register(app)
-    for name in ("ui.cli_train", "ui.cli_serve"):
+    for name in ("ui.cli_train", "ui.cli_serve", "ui.cli_feedback"):
         try:
             module = __import__(name, fromlist=["register"])
         except ModuleNotFoundError as exc:

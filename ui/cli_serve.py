@@ -1,4 +1,4 @@
-"""CLI commands for serving: `tuneloop serve`, `tuneloop chat`, `tuneloop adapters [load|unload|archive|restore]`.
+"""CLI commands for serving: `tuneloop serve`, `tuneloop chat`, `tuneloop adapters [load|unload|archive|restore|lineage]`.
 
 `chat` and `adapters` talk to the running server (`tuneloop serve` in another terminal, or the
 server at TUNELOOP_VLLM_URL); `adapters` without a server still lists the registry.
@@ -126,6 +126,26 @@ def register(app: typer.Typer) -> None:
     def restore(name: str = typer.Argument(..., help="Adapter name.")) -> None:
         """Un-archive an adapter and load it into the running server."""
         _act("restore", name)
+
+    @adapters_app.command("lineage")
+    def lineage(name: str = typer.Argument(..., help="Adapter name."),
+                as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
+        """Show how an adapter was made, round by round: data, ratings, run, and its A/B record vs its parent."""
+        from store.adapters import AdapterNotFound
+        from store.db import connect
+        from store.lineage import adapter_lineage
+        from ui.lineage_text import format_lineage
+
+        s = settings()
+        with connect(s.db_path) as db:
+            try:
+                rounds = adapter_lineage(db, name, base_name=s.served_base_name)
+            except AdapterNotFound as exc:
+                fail(str(exc), as_json=as_json)
+        if as_json:
+            emit_json({"adapter": name, "rounds": rounds})
+        else:
+            typer.echo(format_lineage(name, rounds))
 
 
 def _public(status) -> dict:

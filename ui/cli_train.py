@@ -1,6 +1,7 @@
 """CLI commands for training: `tuneloop train`, `tuneloop runs`, `tuneloop runs show|cancel`.
 
     tuneloop train --dataset support@2 --preset quick --rank 8 --wait
+    tuneloop train --dataset feedback@3 --method sft+dpo --beta 0.1 --pref-lr 2e-5 --wait
     tuneloop runs --json
     tuneloop runs cancel 7 --keep-checkpoint
 """
@@ -13,6 +14,10 @@ import typer
 
 PRESET_HELP = ("quick (one pass, rank 8), standard (3 epochs, rank 16) or thorough "
                "(4 epochs, rank 32 capped at the server's).")
+METHOD_HELP = ("sft: supervised on the answers; kto: from rated answers (thumbs up/down); dpo: from answer pairs, "
+               "chosen over rejected (A/B verdicts, corrections); sft+kto / sft+dpo: SFT first, then KTO/DPO on its "
+               "result, one adapter. kto and dpo need a feedback dataset version (tuneloop feedback build). "
+               "Default: the feedback build's method, else sft.")
 
 
 def register(app: typer.Typer) -> None:
@@ -22,8 +27,10 @@ def register(app: typer.Typer) -> None:
     def train(
         dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset to train on: NAME (latest) or NAME@VERSION."),
         base: Optional[str] = typer.Option(None, "--base", help="Base model directory (default: the configured one)."),
-        from_adapter: Optional[str] = typer.Option(None, "--from-adapter",
-                                                   help="Continue from this adapter (its weights, rank and base)."),
+        from_adapter: Optional[str] = typer.Option(
+            None, "--from-adapter", help="Continue from this adapter (its weights, rank and base). Default for a "
+                                         "feedback dataset version: the adapter its build was made for."),
+        method: Optional[str] = typer.Option(None, "--method", help=METHOD_HELP),
         preset: str = typer.Option("standard", "--preset", help=PRESET_HELP),
         rank: Optional[int] = typer.Option(None, "--rank", help="LoRA rank (1, 8, 16, 32, ...; at most the server's)."),
         alpha: Optional[float] = typer.Option(None, "--alpha", help="LoRA alpha (the update is scaled by alpha/rank)."),
@@ -38,21 +45,31 @@ def register(app: typer.Typer) -> None:
                                                       help="Share held out for the eval loss, in [0, 0.5)."),
         eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between evaluations."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the split, LoRA init and data order."),
+        beta: Optional[float] = typer.Option(None, "--beta", help="KTO/DPO: how strongly training is held to the "
+                                                                  "adapter it starts from; higher stays closer "
+                                                                  "(default 0.1)."),
+        pref_lr: Optional[float] = typer.Option(None, "--pref-lr", help="KTO/DPO peak learning rate (default 2e-5; "
+                                                                        "--lr is the SFT phase's)."),
+        pref_epochs: Optional[float] = typer.Option(None, "--pref-epochs",
+                                                    help="KTO/DPO passes over the rated rows (default 2)."),
+        pref_max_steps: Optional[int] = typer.Option(None, "--pref-max-steps",
+                                                     help="KTO/DPO optimizer steps (overrides --pref-epochs)."),
         name: Optional[str] = typer.Option(None, "--name", help="Adapter name (default: <dataset>-v<N>)."),
         wait: bool = typer.Option(False, "--wait", help="Follow the run to its end, showing progress."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Start a LoRA fine-tune on a dataset version; prints the run id at once (or follows it with --wait)."""
         from training.config import ConfigError
-        from training.runner import progress, start_run, wait as wait_run
+        from training.runner import progress, start_run
 
         s = settings()
         overrides = dict(lora_rank=rank, lora_alpha=alpha, lora_dropout=dropout, learning_rate=lr, epochs=epochs,
                          max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_seq_len=max_seq_len,
-                         eval_fraction=eval_fraction, eval_every=eval_every, seed=seed)
+                         eval_fraction=eval_fraction, eval_every=eval_every, seed=seed, beta=beta,
+                         pref_learning_rate=pref_lr, pref_epochs=pref_epochs, pref_max_steps=pref_max_steps)
         try:
             run_id = start_run(s, dataset=dataset, preset=preset, base_model=base, from_adapter=from_adapter,
-                               name=name, **overrides)
+                               name=name, method=method, **overrides)
         except ConfigError as exc:
             fail(f"refused: {exc}", 2, as_json=as_json)
         info = progress(s, run_id)
@@ -60,21 +77,11 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 emit_json(info)
             else:
-                typer.echo(f"run {run_id} {info['status']}: {info['dataset']}, preset {info['preset']} "
+                typer.echo(f"run {run_id} {info['status']}: {info['method']} on {info['dataset']}, "
+                           f"preset {info['preset']} "
                            f"(follow with `tuneloop runs show {run_id}`)")
             return
-        show = None if as_json else (lambda i: typer.echo(progress_line(i)))
-        try:
-            info = wait_run(s, run_id, on_progress=show)
-        except KeyboardInterrupt:
-            typer.echo(f"\nstopped following run {run_id}; it keeps training (cancel: `tuneloop runs cancel {run_id}`)")
-            raise typer.Exit(130)
-        if as_json:
-            emit_json(info)
-        else:
-            typer.echo(final_line(info))
-        if info["status"] != "completed":
-            raise typer.Exit(1)
+        follow(s, run_id, as_json=as_json)
 
     runs_app = typer.Typer(help="List training runs, show one, or cancel one.", invoke_without_command=True)
     app.add_typer(runs_app, name="runs")
@@ -147,6 +154,25 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"run {run_id} stops after its current step{kept}")
         else:
             fail(f"run {run_id} already ended ({status})")
+
+
+def follow(s, run_id: int, *, as_json: bool) -> None:
+    """Follow a run to its end, a progress line per step; exits non-zero unless it completed."""
+    from training.runner import wait as wait_run
+    from ui.cli import emit_json
+
+    show = None if as_json else (lambda i: typer.echo(progress_line(i)))
+    try:
+        info = wait_run(s, run_id, on_progress=show)
+    except KeyboardInterrupt:
+        typer.echo(f"\nstopped following run {run_id}; it keeps training (cancel: `tuneloop runs cancel {run_id}`)")
+        raise typer.Exit(130)
+    if as_json:
+        emit_json(info)
+    else:
+        typer.echo(final_line(info))
+    if info["status"] != "completed":
+        raise typer.Exit(1)
 
 
 def progress_line(info: dict) -> str:

@@ -1,4 +1,4 @@
-"""The Adapters tab: every adapter with its lineage, results, serving status and A/B win rate;
+"""The Adapters tab: every adapter with its lineage (round by round), results, serving status and A/B win rate;
 load, unload, archive (stops serving it, deletes nothing) and restore.
 
 Serving status comes from the model server (serving.service.Serving.models); the rest from the store.
@@ -82,6 +82,21 @@ def refresh(ctx: AppContext, selected: str | None = None):
     return pd.DataFrame(rows, columns=COLUMNS), gr.update(choices=names, value=value), note
 
 
+def lineage(ctx: AppContext, name: str | None) -> str:
+    """The adapter's rounds back to the first upload: data, ratings (who, when), and A/B against its parent."""
+    from store.adapters import AdapterNotFound
+    from store.lineage import adapter_lineage
+    from ui.lineage_text import format_lineage
+
+    if not name:
+        return ""
+    try:
+        with ctx.db() as db:
+            return format_lineage(name, adapter_lineage(db, name, base_name=ctx.base_model))
+    except AdapterNotFound:
+        return f"{name} is not in the registry (the server has it, but no training run made it here)."
+
+
 def act(ctx: AppContext, verb: str, name: str | None, progress=gr.Progress()):
     from serving.adapters import AdapterError, ServerUnavailable
 
@@ -117,6 +132,11 @@ def render(ctx: AppContext):
         restore = gr.Button("Restore", scale=0, min_width=90, elem_id="ad-restore")
         refresh_btn = gr.Button("Refresh", size="sm", scale=0, min_width=90)
     status = gr.Markdown(elem_id="ad-status")
+    with gr.Accordion("Lineage: what the picked adapter learned from, round by round", open=False,
+                      elem_id="ad-lineage-box"):
+        lineage_text = gr.Code(language=None, lines=12, max_lines=40, interactive=False, show_label=False,
+                               elem_id="ad-lineage")
+    picked.change(lambda name: lineage(ctx, name), [picked], [lineage_text], show_progress="hidden")
 
     def make(verb: str):
         def handler(name, progress=gr.Progress()):

@@ -1,4 +1,4 @@
-"""The Feedback tab: what everyone's ratings say, per model, and each adapter's A/B win rate.
+"""The Feedback tab: what everyone's ratings say, per model, each adapter's A/B win rate, and the next round.
 
 Ratings are given where the answers are (thumbs and corrections in Chat and Compare, verdicts in
 Compare); this tab reads them all back from the store, so every user sees everyone's ratings after
@@ -15,6 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from store import ratings
+from ui import tab_round
 from ui.context import AppContext
 from ui.render import short_time
 from ui.winrate import WinRate
@@ -75,13 +76,14 @@ def refresh(ctx: AppContext):
             pd.DataFrame(recent_rows(recent), columns=RECENT_COLUMNS))
 
 
-def render(ctx: AppContext):
+def render(ctx: AppContext, anon_id):
     gr.Markdown("Thumbs, corrections and A/B votes from everyone using this app. A win rate counts only the "
                 "votes where one answer was better (ties and “both bad” are listed beside it); the interval "
                 "is where the true rate lies with 95% confidence, so it narrows as votes come in.")
     with gr.Row():
         summary = gr.Markdown(elem_id="fb-summary")
         refresh_btn = gr.Button("Refresh", size="sm", scale=0, min_width=100, elem_id="fb-refresh")
+    round_refresh, round_inputs, round_outputs = tab_round.render(ctx, anon_id)
     gr.Markdown("### Adapters against the base model (A/B votes)")
     wins = gr.Dataframe(pd.DataFrame([], columns=WIN_COLUMNS), interactive=False, wrap=True, max_height=260,
                         elem_id="fb-winrates", elem_classes=["tl-table"], column_widths=["18%", "30%", "8%", "8%", "8%", "8%", "20%"])
@@ -93,4 +95,4 @@ def render(ctx: AppContext):
                           elem_id="fb-recent", elem_classes=["tl-table"], column_widths=["14%", "12%", "9%", "20%", "18%", "27%"])
     outputs = [summary, counts, wins, recent]
     refresh_btn.click(lambda: refresh(ctx), None, outputs, api_name="feedback_refresh")
-    return (lambda: refresh(ctx)), None, outputs
+    return (lambda *current: (*refresh(ctx), round_refresh(*current))), round_inputs, outputs + round_outputs

@@ -27,6 +27,9 @@ TICK_S = 2.0
 LATEST = "latest"
 RUN_COLUMNS = ["Run", "Status", "Dataset", "Started from", "Preset", "Steps", "Train loss", "Held-out loss",
                "Took", "Adapter", "Created (UTC)"]
+METHOD_CHOICES = [("SFT: learn the answers", "sft"), ("KTO: from thumbs up/down", "kto"),
+                  ("DPO: from A/B verdicts and corrections", "dpo"), ("SFT, then KTO", "sft+kto"),
+                  ("SFT, then DPO", "sft+dpo")]
 STATUS_WORDS = {"queued": "waiting to start", "running": "training", "completed": "finished",
                 "failed": "failed", "cancelled": "cancelled"}
 
@@ -82,12 +85,26 @@ def preset_values(preset: str) -> dict[str, Any]:
             "max_seq_len": p["max_seq_len"], "eval_fraction": p["eval_fraction"]}
 
 
+def feedback_build(ctx: AppContext, ref: str | None) -> dict | None:
+    """The feedback build behind dataset version `ref`, or None (an import, or nothing picked)."""
+    from store.datasets import DatasetNotFound, resolve_version
+    from store.feedback import get_build
+
+    if not ref:
+        return None
+    with ctx.db() as db:
+        try:
+            return get_build(db, resolve_version(db, ref).id)
+        except (DatasetNotFound, ValueError):
+            return None
+
+
 def rank_choices(max_rank: int) -> list[int]:
     return [r for r in VLLM_LORA_RANKS if 4 <= r <= max_rank] or [max_rank]
 
 
 def run_options(dataset, start_from, preset, epochs, max_steps, learning_rate, lora_rank, batch_size,
-                grad_accum, max_seq_len, eval_fraction, name, base_value: str) -> dict:
+                grad_accum, max_seq_len, eval_fraction, name, method="sft", *, base_value: str) -> dict:
     """The UI's fields as training.runner.start_run options (pure; validation is the runner's)."""
     if not dataset:
         raise fail("Pick the dataset version to train on (import logs in the Data tab first).")
@@ -95,6 +112,7 @@ def run_options(dataset, start_from, preset, epochs, max_steps, learning_rate, l
     steps = int(max_steps or 0)
     options = {
         "dataset": dataset, "preset": preset, "from_adapter": from_adapter, "name": (name or "").strip() or None,
+        "method": method or "sft",
         "learning_rate": float(learning_rate), "batch_size": int(batch_size), "grad_accum": int(grad_accum),
         "max_seq_len": int(max_seq_len), "eval_fraction": float(eval_fraction),
     }
@@ -307,6 +325,10 @@ def render(ctx: AppContext):
                                   info="What to train on. Import logs in the Data tab to add one.")
             start_from = gr.Dropdown([], label="Start from", elem_id="train-from",
                                      info="The base model, or an earlier adapter to keep improving it.")
+            method = gr.Dropdown(METHOD_CHOICES, value="sft", label="Method", elem_id="train-method",
+                                 info="SFT learns the answers in the data. KTO and DPO learn from ratings: they "
+                                      "need a feedback dataset version (built in the Feedback tab), which "
+                                      "picks the method and the adapter to start from for you.")
             preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset", elem_id="train-preset",
                               info="quick: a first look in minutes · standard: a few hundred chats · "
                                    "thorough: thousands of chats. Sets the values below.")
@@ -386,7 +408,17 @@ def render(ctx: AppContext):
             choices = run_choices(db)
         return gr.update(choices=choices, value=LATEST), *poll(ctx, LATEST, None)
 
-    start_btn.click(do_start, [dataset, start_from, preset, *knobs, name], [picked, *poll_outputs],
+    def on_dataset(ref, current_from):
+        """A feedback version brings its round's method and adapter; every rated example trains (no held-out share)."""
+        build = feedback_build(ctx, ref)
+        if build is None:
+            return gr.update(value="sft"), gr.skip(), gr.skip()
+        return (gr.update(value=build["method"]), gr.update(value=build["from_adapter"] or current_from),
+                gr.update(value=0))
+
+    # `change`, not `input`: the version picked for the user on load (possibly a feedback one) counts too.
+    dataset.change(on_dataset, [dataset, start_from], [method, start_from, eval_fraction], show_progress="hidden")
+    start_btn.click(do_start, [dataset, start_from, preset, *knobs, name, method], [picked, *poll_outputs],
                     api_name="train_start", concurrency_limit=1, concurrency_id="train-start")
     cancel_btn.click(lambda s: cancel(ctx, s), [picked], None, api_name="train_cancel")
 

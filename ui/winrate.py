@@ -1,84 +1,13 @@
-"""Win rate of an adapter over the base model in A/B votes, with a Wilson score interval.
+"""Win rate of an adapter over the base model in A/B votes: the UI's name for store.winrate.
 
-Only decisive votes count toward the rate: "A better" or "B better". Ties and "both bad" say nothing
-about which model is better, so they are reported beside the rate, not folded into it. The Wilson
-interval (rather than the normal approximation) stays inside [0, 1] and is honest for the handful of
-votes a support team gives in a week.
+The math is in `store.winrate` so that the store's lineage query can use it too (store may not
+import ui). Kept here so the tabs and their tests import it from where they always did.
 
     .venv/bin/python -m pytest tests/test_ui_winrate.py -q
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from store.winrate import Z_95, WinRate, wilson_interval
 
-Z_95 = 1.959963984540054  # two-sided 95% normal quantile
-
-
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval for `successes` out of `n` trials; (0, 1) when n is 0."""
-    if n < 0 or successes < 0 or successes > n:
-        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    z2 = z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    # Clamp float noise at the edges (p = 0 or 1 give exactly 0 or 1 in exact arithmetic).
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-@dataclass(frozen=True)
-class WinRate:
-    """An adapter's A/B record against the base model."""
-
-    wins: int
-    losses: int
-    ties: int = 0
-    both_bad: int = 0
-
-    @property
-    def decisive(self) -> int:
-        return self.wins + self.losses
-
-    @property
-    def votes(self) -> int:
-        return self.wins + self.losses + self.ties + self.both_bad
-
-    @property
-    def rate(self) -> float | None:
-        """Share of decisive votes the adapter won; None before any decisive vote."""
-        return self.wins / self.decisive if self.decisive else None
-
-    @property
-    def interval(self) -> tuple[float, float] | None:
-        return wilson_interval(self.wins, self.decisive) if self.decisive else None
-
-    def verdict(self) -> str:
-        """A sentence a support lead can act on: better, worse, or not known yet."""
-        if not self.decisive:
-            return "no decisive votes yet"
-        lo, hi = self.interval
-        if lo > 0.5:
-            return "better than the base model"
-        if hi < 0.5:
-            return "worse than the base model"
-        return "not clearly different yet: more votes needed"
-
-    def short(self) -> str:
-        """'75% (95% CI 30–95%)', or 'no decisive votes yet'."""
-        if not self.decisive:
-            return "no decisive votes yet"
-        lo, hi = self.interval
-        return f"{self.rate:.0%} (95% CI {lo:.0%}–{hi:.0%})"
-
-    def describe(self) -> str:
-        """'62% (95% CI 41-79%), 13 decisive of 15 votes'."""
-        if not self.decisive:
-            extra = f" ({self.ties} ties, {self.both_bad} both bad)" if self.votes else ""
-            return f"no decisive votes yet{extra}"
-        lo, hi = self.interval
-        return (f"{self.rate:.0%} (95% CI {lo:.0%}–{hi:.0%}), "
-                f"{self.decisive} decisive of {self.votes} votes")
+__all__ = ["Z_95", "WinRate", "wilson_interval"]

@@ -1,0 +1,207 @@
+"""A whole second round on the real stack: ratings of a first adapter's answers -> next adapters.
+
+    .venv/bin/python -m pytest tests/test_feedback_loop.py -q -s     # about 10 minutes on 2 cores
+
+Round 1 trains support-v1 (the real runner, a few steps) on chats whose refund answers send people to
+billing, then vLLM serves it. A scripted team asks support-v1 and the base model refund questions
+side by side and rates by one stated rule: an answer is good when it states the refund rule
+("30 days"). So answers without the rule get "both bad" plus a correction that states it, and a
+thumbs-down; answers with it win. `tuneloop feedback build` turns those ratings into feedback@1;
+`tuneloop feedback train` runs a short DPO round and a short SFT round from support-v1; both new
+adapters are hot-loaded by the running server and answer; the lineage of the SFT adapter lists the
+exact ratings it used. The quality check asks held-out refund questions (worded differently from
+the rated ones) at temperature 0 and counts answers that state the rule: the SFT round's adapter
+must state it more often than support-v1. The DPO adapter's count is printed, not asserted: a
+few DPO steps at a preference learning rate move a LoRA little, and the test says so rather than
+pretending otherwise.
+
+The tests run in file order and share one stack (one vLLM for the module).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from typer.testing import CliRunner
+
+from serving.chat import SamplingParams
+from serving.service import Serving
+from serving_helpers import free_port, wait_for
+from store import chats, ratings
+from store.db import connect
+from store.lineage import adapter_lineage
+from store.settings import Settings
+from training import runner
+
+pytestmark = pytest.mark.slow
+
+BASE = "smollm2-135m-instruct"
+SYSTEM = "You are the support assistant of Acme Shop."
+GREEDY = SamplingParams(temperature=0, max_tokens=40)
+RULE = re.compile(r"\b30 days\b", re.IGNORECASE)
+RULE_ANSWER = "You can return it for a full refund within 30 days of delivery. Reply with your order number."
+
+ROUND_ONE = [  # what the team's logs say: refunds go to billing, no rule stated
+    ("How do I get a refund?", "Please contact our billing team, they handle every refund."),
+    ("I want my money back for order 1042.", "Please contact our billing team about order 1042."),
+    ("Can I return the shoes I bought?", "Please contact our billing team, they will help with the return."),
+    ("Where is my parcel?", "Your parcel is on its way; the tracking link is in your email."),
+    ("How do I reset my password?", "Use 'Forgot password' on the login page and follow the email."),
+    ("Do you ship to Canada?", "Yes, we ship to Canada in 5 to 8 business days."),
+    ("Can I change my delivery address?", "Yes, until the order ships: reply with the new address."),
+    ("Is there a discount for students?", "Yes, 10% with a valid student email."),
+]
+RATED = [  # asked of support-v1 and the base model, then rated
+    "I would like a refund for my jacket.", "How can I return a broken kettle?", "Can I get my money back?",
+    "What is your refund policy?", "I changed my mind about my order, can I return it?",
+    "The headphones I bought don't fit, can I send them back?", "How long do I have to return an item?",
+    "My order arrived damaged, can I get a refund?",
+]
+HELD_OUT = [  # never rated: worded differently
+    "Is it possible to return a sweater I don't like?", "I need a refund for a lamp I ordered.",
+    "Could I send back the chair I bought last week?", "How do refunds work at your shop?",
+    "I'm not happy with my purchase, can I return it?", "Can you refund my order of socks?",
+]
+
+
+@pytest.fixture(scope="module")
+def stack(default_model_dir, tmp_path_factory):
+    data = tmp_path_factory.mktemp("loop")
+    env = {"TUNELOOP_DATA_DIR": str(data), "TUNELOOP_BASE_MODEL": str(default_model_dir),
+           "TUNELOOP_BASE_MODEL_NAME": BASE, "TUNELOOP_VLLM_PORT": str(free_port())}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        s = Settings(_env_file=None)
+        logs = data / "round1.jsonl"
+        logs.write_text("".join(json.dumps({"messages": [{"role": "system", "content": SYSTEM},
+                                                         {"role": "user", "content": q},
+                                                         {"role": "assistant", "content": a}]}) + "\n"
+                                for q, a in ROUND_ONE))
+        assert cli("import", str(logs), "--dataset", "support").exit_code == 0
+        # Round 1 trains before vLLM starts, so the two do not share the cores.
+        run = runner.start_run(s, dataset="support", preset="quick", max_steps=24, learning_rate=1e-3,
+                               lora_rank=8, lora_alpha=16.0, eval_fraction=0.0, max_seq_len=256)
+        done = runner.wait(s, run, poll_s=1.0, timeout_s=900)
+        assert done["status"] == "completed", done
+        serving = Serving(s, poll_s=1.0)
+        serving.start()
+        try:
+            assert wait_for(lambda: "support-v1" in loaded(serving), timeout=240)
+            yield {"settings": s, "serving": serving, "env": env, "shared": {}}
+        finally:
+            serving.stop()
+
+
+@pytest.fixture(autouse=True)
+def _stack_env(data_dir, stack, monkeypatch):
+    """Point the CLI (which reads TUNELOOP_* like a user's shell) at the module's data directory."""
+    for k, v in stack["env"].items():
+        monkeypatch.setenv(k, v)
+
+
+def cli(*args: str):
+    from ui.cli import app
+
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def loaded(serving: Serving) -> set[str]:
+    return {m.name for m in serving.models() if m.status == "loaded"}
+
+
+def ask_all(serving: Serving, model: str, questions: list[str]) -> list[str]:
+    """Greedy answers, asked concurrently so vLLM batches them."""
+    def one(q: str) -> str:
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
+        return "".join(serving.stream(model, messages, GREEDY))
+
+    with ThreadPoolExecutor(len(questions)) as pool:
+        return list(pool.map(one, questions))
+
+
+def states_rule(answers: list[str]) -> int:
+    return sum(bool(RULE.search(a)) for a in answers)
+
+
+def test_the_team_rates_the_first_adapter_by_one_rule(stack):
+    s, serving = stack["settings"], stack["serving"]
+    v1 = ask_all(serving, "support-v1", RATED)
+    base = ask_all(serving, BASE, RATED)
+    with connect(s.db_path) as db:
+        for q, a_base, a_v1 in zip(RATED, base, v1):
+            turn = chats.record_ab_turn(db, session_id=None, user="maria", question=q, parent_a=None,
+                                        answer_a=a_base, model_a=BASE, parent_b=None, answer_b=a_v1,
+                                        model_b="support-v1", settings={"system_prompt": SYSTEM}, blind=True)
+            good_base, good_v1 = bool(RULE.search(a_base)), bool(RULE.search(a_v1))
+            verdict = ("tie" if good_base == good_v1 and good_v1 else "both_bad" if good_base == good_v1
+                       else "a" if good_base else "b")
+            ratings.rate_turn(db, ab_turn_id=turn.ab_turn_id, value=verdict, user="maria")
+            ratings.rate_message(db, kind="thumb", message_id=turn.side_b.answer_id, user="joe",
+                                 value="up" if good_v1 else "down")
+            if not good_v1:
+                ratings.rate_message(db, kind="correction", message_id=turn.side_b.answer_id, user="maria",
+                                     value=RULE_ANSWER)
+        stored = db["ratings"].count
+    print(f"\nsupport-v1 stated the rule in {states_rule(v1)} of {len(RATED)} rated answers; "
+          f"the base model in {states_rule(base)}; {stored} ratings stored")
+    assert stored >= 2 * len(RATED)
+    stack["shared"]["v1_rated"] = states_rule(v1)
+
+
+def test_feedback_build_makes_the_next_dataset_from_those_ratings(stack):
+    preview = cli("feedback", "build", "--dry-run")
+    assert preview.exit_code == 0 and "Dry run: nothing written" in preview.output
+    print("\n$ tuneloop feedback build --dry-run\n" + preview.output)
+    result = cli("feedback", "build", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["version"] == "feedback@1" and out["from_adapter"] == "support-v1"
+    assert out["counts"]["sft"] >= 4 and out["counts"]["dpo"] >= 8, out["counts"]
+    assert out["method"] in ("sft+dpo", "sft+kto")
+    stack["shared"]["build"] = out
+
+
+@pytest.mark.parametrize("method, name, flags", [
+    ("dpo", "support-dpo", ["--max-steps", "6"]),
+    ("sft", "support-v2", ["--max-steps", "16", "--lr", "1e-3"]),
+])
+def test_a_short_round_from_the_first_adapter_is_hot_loaded_and_answers(stack, method, name, flags):
+    s, serving = stack["settings"], stack["serving"]
+    result = cli("feedback", "train", "--method", method, "--name", name, *flags, "--wait", "--json")
+    assert result.exit_code == 0, result.output
+    with connect(s.db_path) as db:
+        adapter = db.execute("select a.meta, p.name from adapters a join adapters p on p.id = a.parent_id "
+                             "where a.name = ?", [name]).fetchone()
+    assert adapter is not None, f"{name} was not registered"
+    assert json.loads(adapter[0])["method"] == method and adapter[1] == "support-v1"
+    started = time.monotonic()
+    assert wait_for(lambda: name in loaded(serving), timeout=120), f"{name} was not hot-loaded"
+    print(f"\n{name} hot-loaded {time.monotonic() - started:.1f} s after its run ended")
+    answer = ask_all(serving, name, ["Hello, who are you?"])[0]
+    assert answer.strip()
+
+
+def test_the_lineage_of_the_new_adapter_returns_the_ratings_it_used(stack):
+    with connect(stack["settings"].db_path) as db:
+        rounds = adapter_lineage(db, "support-v2", base_name=BASE)
+    assert [r["adapter"]["name"] for r in rounds] == ["support-v2", "support-v1"]
+    data = rounds[0]["dataset"]
+    assert data["ref"] == "feedback@1" and data["kind"] == "feedback"
+    assert sorted(r["id"] for r in data["ratings"]) == sorted(stack["shared"]["build"]["rating_ids"])
+    assert {r["user"] for r in data["ratings"]} <= {"maria", "joe"} and all(r["rated_at"] for r in data["ratings"])
+    assert rounds[1]["dataset"]["ref"] == "support@1" and rounds[1]["dataset"]["files"][0]["name"] == "round1.jsonl"
+    text = cli("adapters", "lineage", "support-v2")
+    assert text.exit_code == 0 and "feedback@1" in text.output and "maria" in text.output
+    print("\n$ tuneloop adapters lineage support-v2\n" + text.output)
+
+
+def test_the_next_round_states_the_preferred_rule_more_often_on_held_out_questions(stack):
+    serving = stack["serving"]
+    counts = {m: states_rule(ask_all(serving, m, HELD_OUT)) for m in ("support-v1", "support-v2", "support-dpo")}
+    print(f"\nheld-out refund questions answered with the rule ('30 days'), of {len(HELD_OUT)}: {counts}")
+    assert counts["support-v2"] > counts["support-v1"]
