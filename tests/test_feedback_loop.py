@@ -1,6 +1,6 @@
 """A whole second round on the real stack: ratings of a first adapter's answers -> next adapters.
 
-    .venv/bin/python -m pytest tests/test_feedback_loop.py -q -s     # about 10 minutes on 2 cores
+    .venv/bin/python -m pytest tests/test_feedback_loop.py -q -s     # about 6 minutes on 2 cores
 
 Round 1 trains support-v1 (the real runner, a few steps) on chats whose refund answers send people to
 billing, then vLLM serves it. A scripted team asks support-v1 and the base model refund questions
@@ -13,7 +13,8 @@ exact ratings it used. The quality check asks held-out refund questions (worded 
 the rated ones) at temperature 0 and counts answers that state the rule: the SFT round's adapter
 must state it more often than support-v1. The DPO adapter's count is printed, not asserted: a
 few DPO steps at a preference learning rate move a LoRA little, and the test says so rather than
-pretending otherwise.
+pretending otherwise. Last, the team compares support-v2 with support-v1 by the same rule, and the
+round summary in support-v2's lineage counts those votes: its win rate against the adapter it replaced.
 
 The tests run in file order and share one stack (one vLLM for the module).
 """
@@ -202,6 +203,29 @@ def test_the_lineage_of_the_new_adapter_returns_the_ratings_it_used(stack):
 
 def test_the_next_round_states_the_preferred_rule_more_often_on_held_out_questions(stack):
     serving = stack["serving"]
-    counts = {m: states_rule(ask_all(serving, m, HELD_OUT)) for m in ("support-v1", "support-v2", "support-dpo")}
+    answers = {m: ask_all(serving, m, HELD_OUT) for m in ("support-v1", "support-v2", "support-dpo")}
+    counts = {m: states_rule(a) for m, a in answers.items()}
     print(f"\nheld-out refund questions answered with the rule ('30 days'), of {len(HELD_OUT)}: {counts}")
     assert counts["support-v2"] > counts["support-v1"]
+    stack["shared"]["held_out"] = answers
+
+
+def test_the_round_summary_shows_the_new_adapters_win_rate_against_the_one_it_replaced(stack):
+    """The team compares support-v2 with support-v1 by the same rule; the lineage's round summary counts it."""
+    s, answers = stack["settings"], stack["shared"]["held_out"]
+    expected = {"wins": 0, "losses": 0, "ties": 0, "both_bad": 0}
+    with connect(s.db_path) as db:
+        for q, old, new in zip(HELD_OUT, answers["support-v1"], answers["support-v2"]):
+            turn = chats.record_ab_turn(db, session_id=None, user="maria", question=q, parent_a=None,
+                                        answer_a=old, model_a="support-v1", parent_b=None, answer_b=new,
+                                        model_b="support-v2", settings={"system_prompt": SYSTEM}, blind=True)
+            good_old, good_new = bool(RULE.search(old)), bool(RULE.search(new))
+            verdict = ("b" if good_new and not good_old else "a" if good_old and not good_new
+                       else "tie" if good_new else "both_bad")
+            expected[{"b": "wins", "a": "losses", "tie": "ties", "both_bad": "both_bad"}[verdict]] += 1
+            ratings.rate_turn(db, ab_turn_id=turn.ab_turn_id, value=verdict, user="maria")
+        ab = adapter_lineage(db, "support-v2", base_name=BASE)[0]["ab"]
+    print(f"\nsupport-v2 against support-v1 in A/B: {ab['summary']}")
+    assert ab["opponent"] == "support-v1"
+    assert {k: ab[k] for k in expected} == expected
+    assert ab["wins"] > ab["losses"]
