@@ -160,15 +160,7 @@ def ab_records(db: Database, base_model: str) -> dict[str, dict]:
         if (a == base_model) == (b == base_model):
             continue
         adapter_side = "a" if b == base_model else "b"
-        rec = out.setdefault(a if adapter_side == "a" else b, {"wins": 0, "losses": 0, "ties": 0, "both_bad": 0})
-        if r["value"] == adapter_side:
-            rec["wins"] += 1
-        elif r["value"] in ("a", "b"):
-            rec["losses"] += 1
-        elif r["value"] == "tie":
-            rec["ties"] += 1
-        else:
-            rec["both_bad"] += 1
+        _tally(out.setdefault(a if adapter_side == "a" else b, _empty_record()), r["value"], adapter_side)
     return out
 
 
@@ -177,20 +169,28 @@ def head_to_head(db: Database, model: str, opponent: str) -> dict:
 
     One count per verdict (each person's vote on each turn): wins, losses, ties, both_bad.
     """
-    rec = {"wins": 0, "losses": 0, "ties": 0, "both_bad": 0}
+    rec = _empty_record()
     for r in _verdicts(db):
         if {r["model_a"], r["model_b"]} != {model, opponent} or model == opponent:
             continue
-        side = "a" if r["model_a"] == model else "b"
-        if r["value"] == side:
-            rec["wins"] += 1
-        elif r["value"] in ("a", "b"):
-            rec["losses"] += 1
-        elif r["value"] == "tie":
-            rec["ties"] += 1
-        else:
-            rec["both_bad"] += 1
+        _tally(rec, r["value"], "a" if r["model_a"] == model else "b")
     return rec
+
+
+def _empty_record() -> dict:
+    return {"wins": 0, "losses": 0, "ties": 0, "both_bad": 0}
+
+
+def _tally(rec: dict, verdict: str, side: str) -> None:
+    """Count one verdict for the model that was on `side`."""
+    if verdict == side:
+        rec["wins"] += 1
+    elif verdict in ("a", "b"):
+        rec["losses"] += 1
+    elif verdict == "tie":
+        rec["ties"] += 1
+    else:
+        rec["both_bad"] += 1
 
 
 def _verdicts(db: Database):

@@ -17,18 +17,14 @@ from store.adapters import register_adapter
 from store.db import connect
 from ui import tab_chat
 from ui.context import AppContext
-from ui_fakes import FakeServer
+from ui_fakes import FakeServer, app_settings
 
 BASE = "smollm2-135m-instruct"
 
 
 @pytest.fixture
 def ctx(data_dir, tmp_path, monkeypatch):
-    from store.settings import Settings
-
-    monkeypatch.setenv("TUNELOOP_BASE_MODEL", str(tmp_path / "SmolLM2-135M-Instruct"))
-    monkeypatch.setenv("TUNELOOP_BASE_MODEL_NAME", BASE)
-    settings = Settings(_env_file=None)
+    settings = app_settings(tmp_path, monkeypatch)
     server = FakeServer(settings, delay=0.005)
     with connect(settings.db_path) as db:
         register_adapter(db, name="support-v1", family="support", version=1, base_model=settings.base_model_path,

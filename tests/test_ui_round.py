@@ -14,18 +14,14 @@ from store.db import connect
 from store.feedback import last_build
 from ui import tab_adapters, tab_round
 from ui.context import AppContext
-from ui_fakes import FakeServer, FakeTrainer
+from ui_fakes import FakeServer, FakeTrainer, app_settings
 
 BASE = "smollm2-135m-instruct"
 
 
 @pytest.fixture
 def ctx(data_dir, tmp_path, monkeypatch):
-    from store.settings import Settings
-
-    monkeypatch.setenv("TUNELOOP_BASE_MODEL", str(tmp_path / "SmolLM2-135M-Instruct"))
-    monkeypatch.setenv("TUNELOOP_BASE_MODEL_NAME", BASE)
-    settings = Settings(_env_file=None)
+    settings = app_settings(tmp_path, monkeypatch)
     with connect(settings.db_path) as db:
         register_adapter(db, name="support-v1", family="support", version=1, base_model=settings.base_model_path,
                          path=str(tmp_path / "a1"), rank=8, run_id=None, dataset_version_id=None, parent_id=None)

@@ -16,7 +16,7 @@ from store.adapters import register_adapter
 from store.db import connect
 from ui import tab_adapters, tab_data, tab_feedback, tab_train
 from ui.context import AppContext
-from ui_fakes import FakeServer, FakeTrainer
+from ui_fakes import FakeServer, FakeTrainer, app_settings
 
 BASE = "smollm2-135m-instruct"
 FIXTURES = Path(__file__).parent / "fixtures" / "imports"
@@ -24,11 +24,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "imports"
 
 @pytest.fixture
 def ctx(data_dir, tmp_path, monkeypatch):
-    from store.settings import Settings
-
-    monkeypatch.setenv("TUNELOOP_BASE_MODEL", str(tmp_path / "SmolLM2-135M-Instruct"))
-    monkeypatch.setenv("TUNELOOP_BASE_MODEL_NAME", BASE)
-    settings = Settings(_env_file=None)
+    settings = app_settings(tmp_path, monkeypatch)
     return AppContext(settings=settings, server=FakeServer(settings), trainer=FakeTrainer())
 
 

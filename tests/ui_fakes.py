@@ -15,6 +15,18 @@ from store.adapters import list_adapters, set_status
 from store.db import connect
 
 
+BASE = "smollm2-135m-instruct"
+
+
+def app_settings(tmp_path, monkeypatch, base_name: str = BASE):
+    """Settings for UI tests: the test's data dir (conftest), a base model path that needs no files."""
+    from store.settings import Settings
+
+    monkeypatch.setenv("TUNELOOP_BASE_MODEL", str(tmp_path / "SmolLM2-135M-Instruct"))
+    monkeypatch.setenv("TUNELOOP_BASE_MODEL_NAME", base_name)
+    return Settings(_env_file=None)
+
+
 class FakeServer:
     def __init__(self, settings, *, delay: float = 0.0, answers: dict[str, str] | None = None, up: bool = True):
         self.settings = settings

@@ -96,7 +96,8 @@ def register(app: typer.Typer) -> None:
         from store.db import connect
         from store.feedback import get_build, last_build
         from training.config import ConfigError
-        from training.runner import progress, start_run
+        from training.runner import start_run
+        from ui.cli_train import started
 
         s = settings()
         with connect(s.db_path) as db:
@@ -120,17 +121,7 @@ def register(app: typer.Typer) -> None:
             run_id = start_run(s, dataset=made["ref"], **{k: v for k, v in given.items() if v is not None})
         except ConfigError as exc:
             fail(f"refused: {exc}", 2, as_json=as_json)
-        info = progress(s, run_id)
-        if not wait:
-            if as_json:
-                emit_json(info)
-            else:
-                typer.echo(f"run {run_id} {info['status']}: {made['ref']}, method {info['method']}, "
-                           f"from {info['from_adapter'] or 'the base model'} (follow with `tuneloop runs show {run_id}`)")
-            return
-        from ui.cli_train import follow
-
-        follow(s, run_id, as_json=as_json)
+        started(s, run_id, wait=wait, as_json=as_json)
 
     @feedback_app.command("list")
     def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:

@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start a LoRA fine-tune on a dataset version; prints the run id at once (or follows it with --wait)."""
         from training.config import ConfigError
-        from training.runner import progress, start_run
+        from training.runner import start_run
 
         s = settings()
         overrides = dict(lora_rank=rank, lora_alpha=alpha, lora_dropout=dropout, learning_rate=lr, epochs=epochs,
@@ -72,16 +72,7 @@ def register(app: typer.Typer) -> None:
                                name=name, method=method, **overrides)
         except ConfigError as exc:
             fail(f"refused: {exc}", 2, as_json=as_json)
-        info = progress(s, run_id)
-        if not wait:
-            if as_json:
-                emit_json(info)
-            else:
-                typer.echo(f"run {run_id} {info['status']}: {info['method']} on {info['dataset']}, "
-                           f"preset {info['preset']} "
-                           f"(follow with `tuneloop runs show {run_id}`)")
-            return
-        follow(s, run_id, as_json=as_json)
+        started(s, run_id, wait=wait, as_json=as_json)
 
     runs_app = typer.Typer(help="List training runs, show one, or cancel one.", invoke_without_command=True)
     app.add_typer(runs_app, name="runs")
@@ -154,6 +145,23 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"run {run_id} stops after its current step{kept}")
         else:
             fail(f"run {run_id} already ended ({status})")
+
+
+def started(s, run_id: int, *, wait: bool, as_json: bool) -> None:
+    """After a run is queued: say so at once, or with `wait` follow it to its end."""
+    from training.runner import progress
+    from ui.cli import emit_json
+
+    if wait:
+        follow(s, run_id, as_json=as_json)
+        return
+    info = progress(s, run_id)
+    if as_json:
+        emit_json(info)
+        return
+    typer.echo(f"run {run_id} {info['status']}: {info['method']} on {info['dataset']}, from "
+               f"{info['from_adapter'] or 'the base model'}, preset {info['preset']} "
+               f"(follow with `tuneloop runs show {run_id}`)")
 
 
 def follow(s, run_id: int, *, as_json: bool) -> None:
