@@ -37,6 +37,14 @@ class FakeVllm(ThreadingHTTPServer):
         threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
+    # `with FakeVllm(port) as srv:` serves in a thread and always stops and closes the socket.
+    def __enter__(self) -> "FakeVllm":
+        return self.start_in_thread()
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+        self.server_close()
+
 
 class Handler(BaseHTTPRequestHandler):
     server: FakeVllm

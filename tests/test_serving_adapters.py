@@ -24,10 +24,8 @@ def s(tmp_path, base):
 
 @pytest.fixture
 def server():
-    srv = FakeVllm(free_port()).start_in_thread()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with FakeVllm(free_port()) as srv:
+        yield srv
 
 
 def register(s, name, path, rank=8):

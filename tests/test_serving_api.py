@@ -19,10 +19,8 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture
 def upstream():
-    srv = FakeVllm(free_port()).start_in_thread()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with FakeVllm(free_port()) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -11,10 +11,8 @@ from serving_helpers import free_port
 
 @pytest.fixture
 def server():
-    srv = FakeVllm(free_port(), "base").start_in_thread()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with FakeVllm(free_port(), "base") as srv:
+        yield srv
 
 
 def test_streams_pieces_and_sends_sampling_params(server):

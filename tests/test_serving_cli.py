@@ -21,10 +21,8 @@ from store.settings import Settings
 
 @pytest.fixture
 def server():
-    srv = FakeVllm(free_port()).start_in_thread()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with FakeVllm(free_port()) as srv:
+        yield srv
 
 
 @pytest.fixture

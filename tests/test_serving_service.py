@@ -61,8 +61,7 @@ def test_adapters_loaded_at_start_hot_loaded_later_and_again_after_a_restart(s, 
 
 
 def test_an_external_server_is_used_and_left_running(tmp_path):
-    upstream = FakeVllm(free_port()).start_in_thread()
-    try:
+    with FakeVllm(free_port()) as upstream:
         s = make_settings(tmp_path / "data", fake_base_model(tmp_path / "m"), vllm_url=upstream.url + "/v1")
         register(s, tmp_path, "ext-v1")
         serving = Serving(s, poll_s=0.2)
@@ -70,9 +69,6 @@ def test_an_external_server_is_used_and_left_running(tmp_path):
         with serving:
             assert serving.state == "ready" and "ext-v1" in upstream.adapters
         assert httpx.get(upstream.url + "/health").status_code == 200
-    finally:
-        upstream.shutdown()
-        upstream.server_close()
 
 
 def test_an_external_server_without_waiting_is_ready_only_once_adapters_are_loaded(tmp_path):

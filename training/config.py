@@ -169,12 +169,7 @@ class RunConfig:
         _require(0 <= self.warmup_ratio <= 0.5, "warmup_ratio", f"must be in [0, 0.5], got {self.warmup_ratio}")
         _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         _require(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
-        _require(self.epochs is not None or self.max_steps is not None, "epochs",
-                 "set epochs or max_steps (both are unset, so the run would have no length)")
-        if self.max_steps is not None:
-            _require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
-        elif self.epochs is not None:
-            _require(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
+        self._check_length("epochs", "max_steps", "the run")
         _require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.grad_accum >= 1, "grad_accum", f"must be >= 1, got {self.grad_accum}")
         _require(self.max_seq_len >= MIN_SEQ_LEN, "max_seq_len",
@@ -185,16 +180,21 @@ class RunConfig:
             _require(self.eval_every >= 1, "eval_every", f"must be >= 1 step, got {self.eval_every}")
         self._check_preference()
 
+    def _check_length(self, epochs_field: str, steps_field: str, what: str) -> None:
+        """A phase's length: steps when set (>= 1), else epochs (> 0); one of them must be set."""
+        epochs, steps = getattr(self, epochs_field), getattr(self, steps_field)
+        _require(epochs is not None or steps is not None, epochs_field,
+                 f"set {epochs_field} or {steps_field} (both are unset, so {what} would have no length)")
+        if steps is not None:
+            _require(steps >= 1, steps_field, f"must be >= 1, got {steps}")
+        else:
+            _require(epochs > 0, epochs_field, f"must be > 0, got {epochs}")
+
     def _check_preference(self) -> None:
         _require(self.beta > 0 and math.isfinite(self.beta), "beta", f"must be a positive number, got {self.beta}")
         _require(self.pref_learning_rate > 0 and math.isfinite(self.pref_learning_rate), "pref_learning_rate",
                  f"must be a positive number, got {self.pref_learning_rate}")
-        _require(self.pref_epochs is not None or self.pref_max_steps is not None, "pref_epochs",
-                 "set pref_epochs or pref_max_steps (both are unset, so the preference phase would have no length)")
-        if self.pref_max_steps is not None:
-            _require(self.pref_max_steps >= 1, "pref_max_steps", f"must be >= 1, got {self.pref_max_steps}")
-        elif self.pref_epochs is not None:
-            _require(self.pref_epochs > 0, "pref_epochs", f"must be > 0, got {self.pref_epochs}")
+        self._check_length("pref_epochs", "pref_max_steps", "the preference phase")
         for name in ("desirable_weight", "undesirable_weight"):
             value = getattr(self, name)
             _require(value > 0 and math.isfinite(value), name, f"must be a positive number, got {value}")

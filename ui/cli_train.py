@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from ui.render import loss_bits
+
 PRESET_HELP = ("quick (one pass, rank 8), standard (3 epochs, rank 16) or thorough "
                "(4 epochs, rank 32 capped at the server's).")
 METHOD_HELP = ("sft: supervised on the answers; kto: from rated answers (thumbs up/down); dpo: from answer pairs, "
@@ -212,13 +214,7 @@ def final_line(info: dict) -> str:
     bits = [f"run {info['id']} {info['status']}"]
     if info.get("adapter"):
         bits.append(f"adapter {info['adapter']}")
-    if m.get("final_loss") is not None:
-        bits.append(f"final loss {m['final_loss']:.4f}")
-    if m.get("eval_loss") is not None:
-        start = m.get("eval_loss_start")
-        bits.append(f"eval loss {start:.4f} -> {m['eval_loss']:.4f}" if start is not None
-                    else f"eval loss {m['eval_loss']:.4f}")
-    return ", ".join(bits)
+    return ", ".join(bits + loss_bits(m))
 
 
 def format_seconds(s: float) -> str:

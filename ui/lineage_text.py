@@ -5,7 +5,7 @@ Used by `tuneloop adapters lineage NAME`; long corrections are cut here only (th
 
 from __future__ import annotations
 
-from ui.render import short_time
+from ui.render import loss_bits, short_time
 
 MAX_RATINGS_SHOWN = 20
 MAX_CORRECTION_CHARS = 60
@@ -54,13 +54,7 @@ def _trained(r: dict) -> str:
     bits.append(start)
     text = ", ".join(bits)
     m = run["metrics"]
-    results = []
-    if m.get("final_loss") is not None:
-        results.append(f"final loss {m['final_loss']:.4f}")
-    if m.get("eval_loss") is not None:
-        start_loss = m.get("eval_loss_start")
-        results.append(f"eval loss {start_loss:.4f} -> {m['eval_loss']:.4f}" if start_loss is not None
-                       else f"eval loss {m['eval_loss']:.4f}")
+    results = loss_bits(m)
     if m.get("steps") is not None:
         results.append(f"{m['steps']} steps")
     return text + ("; " + ", ".join(results) if results else "")

@@ -84,3 +84,15 @@ def progress_bar_html(fraction: float | None, label: str) -> str:
     return (f'<div class="tl-progress" role="progressbar" aria-valuenow="{pct:.0f}" aria-valuemin="0" '
             f'aria-valuemax="100"><div class="tl-progress-fill" style="width:{pct:.1f}%"></div></div>'
             f'<div class="tl-progress-label">{html.escape(label)}</div>')
+
+
+def loss_bits(metrics: dict) -> list[str]:
+    """A finished run's losses as short phrases: "final loss 0.2090", "eval loss 3.39 -> 3.30"."""
+    bits = []
+    if metrics.get("final_loss") is not None:
+        bits.append(f"final loss {metrics['final_loss']:.4f}")
+    if metrics.get("eval_loss") is not None:
+        start = metrics.get("eval_loss_start")
+        bits.append(f"eval loss {start:.4f} -> {metrics['eval_loss']:.4f}" if start is not None
+                    else f"eval loss {metrics['eval_loss']:.4f}")
+    return bits
