@@ -7,6 +7,7 @@ sqlite-utils connections may only be used in the thread that opened them.
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,14 +28,30 @@ def open_db(path: Path | str) -> Database:
     db = Database(conn)
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     db.execute("PRAGMA foreign_keys = ON")
-    if db.journal_mode != "wal":
-        db.enable_wal()
+    _enable_wal(db)
     if migrations.pending(db):
         # Take the write lock before re-checking, so connections opening a new database at the
         # same moment wait for the first one's migrations instead of racing it.
         with write_transaction(db):
             migrations.apply(db)
     return db
+
+
+def _enable_wal(db: Database) -> None:
+    """Switch the file to WAL (once per file; it persists).
+
+    The switch needs a lock that SQLite's busy handler does not always wait for: when several
+    connections open a new database at the same moment, one can get "database is locked" at once.
+    So retry until the busy timeout, re-reading the mode (another connection may have switched it).
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while db.journal_mode != "wal":
+        try:
+            db.enable_wal()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 @contextmanager
