@@ -1,8 +1,8 @@
 """The chat client: the official openai client against the vLLM server, streaming, with clear errors.
 
 Every failure the user can meet (server down, still starting, unknown or unloaded model, prompt
-too long) becomes a `ChatError` whose message says what happened and what to do. `ChatBackend` is
-the protocol the UI depends on, so UI tests can pass a fake one.
+too long) becomes a `ChatError` whose message says what happened and what to do. The web app
+reaches it through serving.service.Serving (ui.web.context.ModelServer), so UI tests pass a fake server.
 
     tuneloop chat --model NAME "How do I reset my password?"
 """
@@ -10,7 +10,7 @@ the protocol the UI depends on, so UI tests can pass a fake one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator
 
 import openai
 
@@ -52,10 +52,6 @@ class SamplingParams:
         if self.extra:
             kwargs["extra_body"] = dict(self.extra)
         return kwargs
-
-
-class ChatBackend(Protocol):
-    def stream(self, model: str, messages: list[dict], params: SamplingParams = ...) -> Iterator[str]: ...
 
 
 class ChatClient:

@@ -6,8 +6,7 @@ non-archived adapter. A watcher thread then polls the registry and hot-loads eac
 registers, so a new adapter becomes chat-able without restarting anything; after a crash the
 supervisor restarts vLLM and all adapters are loaded again. `stop()` ends everything it started.
 
-    tuneloop serve                         # the web app and the API over a `Serving` (ui/app.py)
-    python -m serving.service              # the model server and the API alone, without the web app
+    tuneloop serve                         # the web app and the API over a `Serving` (ui/web/app.py)
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import Iterator
 
 from fastapi import FastAPI
 
-from serving.adapters import AdapterError, AdapterManager, ModelStatus, ServerUnavailable
+from serving.adapters import AdapterManager, ModelStatus, ServerUnavailable
 from serving.api import create_api
 from serving.chat import ChatClient, SamplingParams
 from serving.vllm_args import command_for, server_url
@@ -209,45 +208,3 @@ class Serving:
     def create_api(self) -> FastAPI:
         """The app's OpenAI-compatible API; the web app mounts its UI on the returned FastAPI app."""
         return create_api(self.settings, upstream_url=self.url)
-
-    def run(self, app: FastAPI | None = None, *, announce=print) -> None:
-        """Start, serve `app` (default: the API alone, no web app) with uvicorn until Ctrl-C, stop.
-
-        `tuneloop serve` runs ui.app.serve_app instead, which mounts the web app on the same API.
-        """
-        import uvicorn
-
-        s = self.settings
-        try:
-            if self.external:
-                announce(f"using the vLLM server at {self.url}")
-            else:
-                announce(f"starting vLLM on {self.url} (about a minute on CPU; log: {self.log_path}) ...")
-            self.start()
-            statuses = self.models()
-            loaded = [m.name for m in statuses if m.status == "loaded"]
-            failed = [m for m in statuses if m.status == "failed"]
-            announce(f"models ready: {', '.join(loaded)}")
-            for m in failed:
-                announce(f"adapter {m.name} failed to load: {m.error}")
-            where = f"http://{s.host}:{s.port}"
-            announce(f"tuneloop is serving at {where}  (OpenAI-compatible API: {where}/v1"
-                     + ("" if s.api_key else "; off until TUNELOOP_API_KEY is set") + ")")
-            announce("Ctrl-C stops everything")
-            uvicorn.run(app or self.create_api(), host=s.host, port=s.port, log_level="warning")
-        finally:
-            self.stop()
-
-
-def main() -> None:  # pragma: no cover - the CLI is the usual way
-    logging.basicConfig(level=logging.INFO)
-    try:
-        Serving(Settings()).run()
-    except (VllmStartError, AdapterError) as exc:
-        raise SystemExit(f"error: {exc}")
-    except KeyboardInterrupt:
-        pass
-
-
-if __name__ == "__main__":
-    main()

@@ -27,6 +27,7 @@ from typing import Callable, Literal
 import httpx
 
 from serving.vllm_args import VllmCommand
+from store.logtail import tail
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +76,6 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
 
-
-def log_tail(path: Path, lines: int = 25) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(deque(text.splitlines(), maxlen=lines))
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
@@ -143,7 +134,7 @@ class VllmProcess:
             wait_until_ready(self.command.url, self.served_name, timeout=timeout, alive=self.alive, stop=stop,
                              interval=interval)
         except VllmStartError as exc:
-            raise VllmStartError(f"{exc}; last lines of {self.log_path}:\n{log_tail(self.log_path)}") from None
+            raise VllmStartError(f"{exc}; last lines of {self.log_path}:\n{tail(self.log_path)}") from None
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group: vLLM's engine and worker processes are in it too."""
@@ -295,7 +286,7 @@ class Supervisor:
             self._crashes.popleft()
         if len(self._crashes) >= self.max_crashes:
             self._fail(f"the vLLM server crashed {len(self._crashes)} times in {self.crash_window_s / 60:.0f} "
-                       f"minutes; giving up (last: {reason}). See {self.log_path}:\n{log_tail(self.log_path)}")
+                       f"minutes; giving up (last: {reason}). See {self.log_path}:\n{tail(self.log_path)}")
             return False
         self.restarts += 1
         self.state = "restarting"

@@ -88,3 +88,12 @@ def set_load_error(db: Database, name: str, error: str | None) -> None:
         meta.pop("load_error", None)
         meta.pop("load_error_at", None)
     db["adapters"].update(row["id"], {"meta": json.dumps(meta)})
+
+
+def adapter_overview(db: Database) -> dict[int, dict]:
+    """Per adapter id: the dataset version it was trained on ("name@N"), its parent's name, its run's metrics."""
+    rows = db.query("""select a.id, d.name || '@' || v.version as trained_on, p.name as parent, r.metrics
+                       from adapters a left join dataset_versions v on v.id = a.dataset_version_id
+                       left join datasets d on d.id = v.dataset_id left join adapters p on p.id = a.parent_id
+                       left join runs r on r.id = a.run_id""")
+    return {r["id"]: {**r, "metrics": json.loads(r["metrics"] or "{}")} for r in rows}

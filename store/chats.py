@@ -8,7 +8,7 @@ side A's second question follows A's first answer and B's follows B's.
 An exchange (the user's message and the answer) is written in one transaction after the answer has
 finished streaming: a failed or abandoned stream leaves nothing half-written.
 
-    .venv/bin/python -m pytest tests/test_ui_store.py -q
+    .venv/bin/python -m pytest tests/test_store_chats_ratings.py -q
 """
 
 from __future__ import annotations

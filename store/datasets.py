@@ -199,3 +199,15 @@ def iter_version_conversations(db: Database, version_id: int, *, limit: int | No
              where vc.version_id = ? order by vc.position limit ? offset ?"""
     for row in db.query(sql, [version_id, -1 if limit is None else limit, offset]):
         yield {**row, "messages": json.loads(row["messages"]), "meta": json.loads(row["meta"] or "{}")}
+
+
+def version_conversation_count(db: Database, version_id: int) -> int:
+    """How many conversations a dataset version holds (its own and those it extends)."""
+    return db.execute("select count(*) from version_conversations where version_id = ?", [version_id]).fetchone()[0]
+
+
+def has_imported_versions(db: Database, dataset: str) -> bool:
+    """True when `dataset` has a version that is not a feedback build (imported conversations)."""
+    row = db.execute("""select count(*) from dataset_versions v join datasets d on d.id = v.dataset_id
+                        where d.name = ? and v.kind != 'feedback'""", [dataset]).fetchone()
+    return bool(row[0])

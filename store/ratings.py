@@ -14,7 +14,7 @@ was one, ending with the user's question), the shape training.feedback_dataset r
 it is side A's; in a multi-turn comparison side B's earlier answers differ, and its own context is
 the chain of `message_b_id`. The rated answers themselves are the chat_messages rows.
 
-    .venv/bin/python -m pytest tests/test_ui_store.py -q
+    .venv/bin/python -m pytest tests/test_store_chats_ratings.py -q
 """
 
 from __future__ import annotations

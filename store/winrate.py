@@ -6,7 +6,7 @@ interval (rather than the normal approximation) stays inside [0, 1] and is hones
 votes a support team gives in a week. It lives in `store` so that store.lineage and the UI share it
 (the UI may import store, never the reverse).
 
-    .venv/bin/python -m pytest tests/test_ui_winrate.py -q
+    .venv/bin/python -m pytest tests/test_store_winrate.py -q
 """
 
 from __future__ import annotations

@@ -57,9 +57,9 @@ def stack(default_model_dir, tmp_path_factory):
     """vLLM through serving.service.Serving, and the web app as `tuneloop serve` builds it."""
     from serving.service import Serving
     from store.settings import Settings
-    from ui.app import mount_ui
-    from ui.context import AppContext
-    from ui.tab_train import RunnerTrainer
+    from ui.web.app import mount_ui
+    from ui.web.context import AppContext
+    from ui.web.tabs.train import QueueTrainer
 
     require_chromium()
     data = tmp_path_factory.mktemp("browser-flow")
@@ -68,7 +68,7 @@ def stack(default_model_dir, tmp_path_factory):
     serving = Serving(s, poll_s=1.0)
     serving.start()  # waits until the base model answers (about a minute on CPU)
     try:
-        ctx = AppContext(settings=s, server=serving, trainer=RunnerTrainer(s))
+        ctx = AppContext(settings=s, server=serving, trainer=QueueTrainer(s))
         with serve(mount_ui(serving.create_api(), ctx), s.port) as url:
             yield {"settings": s, "serving": serving, "url": url, "tmp": data}
     finally:

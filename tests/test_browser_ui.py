@@ -30,8 +30,8 @@ def app(data_dir, tmp_path, monkeypatch, request):
     from fastapi import FastAPI
 
     from store.settings import Settings
-    from ui.app import mount_ui
-    from ui.context import AppContext
+    from ui.web.app import mount_ui
+    from ui.web.context import AppContext
     from ui_fakes import FakeServer, FakeTrainer
 
     require_chromium()

@@ -133,3 +133,11 @@ def test_bad_arguments_are_refused(tmp_path):
 def test_datasets_lists_nothing_helpfully():
     result = invoke("datasets")
     assert result.exit_code == 0 and "no datasets yet" in result.output
+
+
+def test_a_file_of_no_known_format_names_the_flag_that_fixes_it(tmp_path):
+    """The importer names the field (format); the CLI words it as its flag."""
+    path = tmp_path / "notes.txt"
+    path.write_text("Dear team,\nplease find attached the logs.\n")
+    result = runner.invoke(app, ["import", str(path)])
+    assert result.exit_code == 1 and "(option: --format)" in result.output

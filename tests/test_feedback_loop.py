@@ -36,7 +36,7 @@ from store import chats, ratings
 from store.db import connect
 from store.lineage import adapter_lineage
 from store.settings import Settings
-from training import runner
+from training import queue
 
 pytestmark = pytest.mark.slow
 
@@ -85,10 +85,10 @@ def stack(default_model_dir, tmp_path_factory):
                                 for q, a in ROUND_ONE))
         assert cli("import", str(logs), "--dataset", "support").exit_code == 0
         # Round 1 trains before vLLM starts, so the two do not share the cores.
-        run = runner.start_run(s, dataset="support", preset="quick", max_steps=24, learning_rate=1e-3,
+        run = queue.start_run(s, dataset="support", preset="quick", max_steps=24, learning_rate=1e-3,
                                lora_rank=8, lora_alpha=16.0, eval_fraction=0.0, max_seq_len=256)
-        done = runner.wait(s, run, poll_s=1.0, timeout_s=900)
-        assert done["status"] == "completed", done
+        done = queue.wait(s, run, poll_s=1.0, timeout_s=900)
+        assert done.status == "completed", done
         serving = Serving(s, poll_s=1.0)
         serving.start()
         try:

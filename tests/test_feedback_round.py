@@ -136,7 +136,7 @@ def test_a_second_build_without_new_ratings_refuses_clearly_and_writes_nothing(d
         build_round(db)
     message = str(err.value)
     assert message.startswith("no ratings since feedback@1 (") and "UTC)" in message
-    assert "Compare A/B" in message and "--since all" in message
+    assert "Compare A/B" in message and "build from all ratings" in message
     assert counts(db) == before
 
 
@@ -171,7 +171,7 @@ def test_since_all_an_iso_time_and_a_bad_value(db, world):
     assert again.build.report["ratings"] == 9 and again.since is None and again.previous is None
     assert "--since all" in again.next_command
     assert build_round(db, since="2000-01-01", dry_run=True).since == "2000-01-01T00:00:00.000+00:00"
-    with pytest.raises(NoNewRatings, match=r"no ratings since 2099-01-01 00:00 UTC; .*earlier --since"):
+    with pytest.raises(NoNewRatings, match=r"no ratings since 2099-01-01 00:00 UTC; .*from an earlier date"):
         build_round(db, since="2099-01-01")
     with pytest.raises(ValueError, match="is not a date or time: use 'all', a date like 2026-11-20"):
         build_round(db, since="yesterday")
@@ -407,7 +407,7 @@ def test_cli_lineage_text_and_json(db, cli_world):
 
 
 def test_lineage_text_cuts_long_corrections_only_in_text():
-    from ui.lineage_text import rating_text
+    from ui.text import rating_text
 
     long_fix = "word " * 40
     x = {"kind": "correction", "value": long_fix, "value_now": long_fix, "models": {"model": "support-v2"}}

@@ -196,13 +196,13 @@ def test_openai_claimed_on_a_csv_is_a_clear_file_error(tmp_path):
     message = str(exc.value)
     assert message.startswith("tickets.csv: this does not look like OpenAI chat JSONL: "
                               "line 1: this line is not valid JSON")
-    assert "it looks like CSV" in message and "try --format csv or auto" in message
+    assert "it looks like CSV" in message and "choose csv or auto" in message and exc.value.field == "format"
 
 
 @pytest.mark.parametrize("fmt, looks", [("csv", "openai"), ("zendesk", "openai"), ("transcript", "openai"),
                                         ("intercom", "openai"), ("alpaca", "openai")])
 def test_any_wrong_format_on_openai_jsonl_names_the_right_one(tmp_path, fmt, looks):
-    with pytest.raises(ImportFileError, match=f"try --format {looks} or auto"):
+    with pytest.raises(ImportFileError, match=f"choose {looks} or auto"):
         open_import(write(tmp_path, "chats.jsonl", jsonl([chat(1), chat(2)])), ImportOptions(format=fmt))
 
 

@@ -98,7 +98,7 @@ def test_a_conversation_not_starting_with_a_label_is_rejected_with_its_line_and_
     assert isinstance(out[0], Conversation)
     assert out[1].location == "lines 4-5"
     assert out[1].reason.startswith("line 4: a conversation must start with a speaker label")
-    assert "'Maria' is not a known label: add it, e.g. --label \"Maria=user\"" in out[1].reason
+    assert "'Maria' is not a known label: add it as a transcript label, e.g. Maria=user" in out[1].reason
 
 
 def test_windows_line_endings():

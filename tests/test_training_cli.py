@@ -31,9 +31,9 @@ def test_bad_options_are_refused_with_the_field_and_exit_code_2(settings):
         add_dataset(db, "Refund Policy", [refund_conversation(q) for q in REFUND_QUESTIONS[:10]])
     result = cli.invoke(app, ["train", "--dataset", "Refund Policy", "--rank", "64", "--json"])
     assert result.exit_code == 2
-    assert "lora_rank: 64 is above the server's max_lora_rank 16" in json.loads(result.output)["error"]
+    assert "--rank: 64 is above the server's max_lora_rank 16" in json.loads(result.output)["error"]
     result = cli.invoke(app, ["train", "--dataset", "Refund Policy", "--eval-fraction", "0.7"])
-    assert result.exit_code == 2 and "eval_fraction" in result.output
+    assert result.exit_code == 2 and "--eval-fraction: must be in [0, 0.5)" in result.output
     result = cli.invoke(app, ["train", "--dataset", "Missing"])
     assert result.exit_code == 2 and "not found" in result.output
     assert _json(cli.invoke(app, ["runs", "--json"])) == []

@@ -3,7 +3,7 @@
 Fast tests: config validation, plan_run's defaults from the feedback build and its per-part
 refusals (real SQLite store), prompt fitting, TRL's tokenization of our rows (the answer ends
 with the end-of-turn token), the progress callback's step offset and cancel. Slow tests train a
-2-layer Llama built locally for a few real steps through `training.run` and check the run, the
+2-layer Llama built locally for a few real steps through `training.worker` and check the run, the
 metrics and the published adapter.
 
 Run: .venv/bin/python -m pytest tests/test_training_preference.py -q
@@ -26,7 +26,7 @@ from store.datasets import NewConversation
 from store.db import connect
 from store.feedback import save_feedback_version
 from store.settings import Settings
-from training import preference, runner
+from training import planning, preference, queue
 from training.config import ConfigError, RunConfig
 from training_support import add_dataset, make_tiny_model, support_conversations
 
@@ -162,31 +162,31 @@ def test_an_empty_sft_set_is_only_refused_when_the_method_trains_sft():
 # --- plan_run on a feedback version (real store) ---
 def test_a_feedback_version_gives_its_method_parent_weights_and_no_held_out_split(tiny_settings, parent):
     ref = add_feedback(tiny_settings, method="sft+kto", sft=4, kto=(6, 4), weights=(1.0, 1.29))
-    cfg = runner.plan_run(tiny_settings, dataset="feedback", preset="quick")
+    cfg = planning.plan_run(tiny_settings, dataset="feedback", preset="quick")
     assert (cfg.method, cfg.from_adapter, cfg.dataset_version_id) == ("sft+kto", "support-v1", ref.id)
     assert (cfg.desirable_weight, cfg.undesirable_weight) == (1.0, 1.29)
     assert cfg.eval_fraction == 0 and cfg.lora_rank == 8  # the parent's rank
     # What the caller says wins.
-    cfg = runner.plan_run(tiny_settings, dataset="feedback", preset="quick", method="sft", eval_fraction=0.2,
+    cfg = planning.plan_run(tiny_settings, dataset="feedback", preset="quick", method="sft", eval_fraction=0.2,
                           undesirable_weight=2.0)
     assert (cfg.method, cfg.eval_fraction, cfg.undesirable_weight) == ("sft", 0.2, 2.0)
 
 
 def test_a_length_given_for_a_preference_only_run_sets_the_preference_phase(tiny_settings, parent):
     add_feedback(tiny_settings, method="sft+dpo", sft=4, dpo=8)
-    cfg = runner.plan_run(tiny_settings, dataset="feedback", preset="quick", method="dpo", max_steps=6)
+    cfg = planning.plan_run(tiny_settings, dataset="feedback", preset="quick", method="dpo", max_steps=6)
     assert (cfg.pref_max_steps, cfg.pref_epochs) == (6, None)
-    cfg = runner.plan_run(tiny_settings, dataset="feedback", preset="quick", method="dpo", epochs=3.0)
+    cfg = planning.plan_run(tiny_settings, dataset="feedback", preset="quick", method="dpo", epochs=3.0)
     assert (cfg.pref_max_steps, cfg.pref_epochs) == (None, 3.0)
     # With an SFT phase the length is the SFT phase's, and the preference phase keeps its own.
-    cfg = runner.plan_run(tiny_settings, dataset="feedback", preset="quick", max_steps=6)
+    cfg = planning.plan_run(tiny_settings, dataset="feedback", preset="quick", max_steps=6)
     assert (cfg.max_steps, cfg.pref_max_steps, cfg.pref_epochs) == (6, None, 2.0)
 
 
 def test_a_plain_dataset_still_defaults_to_sft_from_the_base_model(tiny_settings):
     with connect(tiny_settings.db_path) as db:
         add_dataset(db, "Support Chats", support_conversations(12))
-    cfg = runner.plan_run(tiny_settings, dataset="Support Chats", preset="quick")
+    cfg = planning.plan_run(tiny_settings, dataset="Support Chats", preset="quick")
     assert (cfg.method, cfg.from_adapter, cfg.eval_fraction) == ("sft", None, 0.1)
 
 
@@ -200,7 +200,7 @@ def test_a_plain_dataset_still_defaults_to_sft_from_the_base_model(tiny_settings
 def test_too_few_examples_for_a_part_are_refused_saying_how_many(tiny_settings, parent, build, options, text):
     add_feedback(tiny_settings, **build)
     with pytest.raises(ConfigError) as err:
-        runner.start_run(tiny_settings, dataset="feedback", preset="quick", **options)
+        queue.start_run(tiny_settings, dataset="feedback", preset="quick", **options)
     assert err.value.field == "method" and text in str(err.value)
     with connect(tiny_settings.db_path) as db:
         assert runs.list_runs(db) == []
@@ -212,13 +212,13 @@ def test_preference_methods_need_a_feedback_version(tiny_settings):
     for method in ("kto", "sft+dpo"):
         with pytest.raises(ConfigError, match=rf"^method: a {re.escape(method)} run needs a feedback dataset version "
                                               r"\(tuneloop feedback build\); Support Chats@1 is not one"):
-            runner.plan_run(tiny_settings, dataset="Support Chats", method=method)
+            planning.plan_run(tiny_settings, dataset="Support Chats", method=method)
 
 
 def test_the_builds_adapter_must_still_exist(tiny_settings):
     add_feedback(tiny_settings, method="dpo", dpo=8, from_adapter="gone-v3")
     with pytest.raises(ConfigError, match=r"^from_adapter: .*'gone-v3'.*feedback build feedback@1 was made for"):
-        runner.plan_run(tiny_settings, dataset="feedback")
+        planning.plan_run(tiny_settings, dataset="feedback")
 
 
 def test_cli_train_takes_the_method_and_refuses_with_field_and_reason(tiny_settings, parent, monkeypatch):
@@ -231,7 +231,7 @@ def test_cli_train_takes_the_method_and_refuses_with_field_and_reason(tiny_setti
     cli = CliRunner()
     result = cli.invoke(app, ["train", "--dataset", "feedback", "--json"])
     assert result.exit_code == 2, result.output
-    assert json.loads(result.output)["error"] == "refused: method: a dpo run needs at least 8 DPO pairs; feedback@1 has 5"
+    assert json.loads(result.output)["error"] == "refused: --method: a dpo run needs at least 8 DPO pairs; feedback@1 has 5"
     result = cli.invoke(app, ["train", "--dataset", "feedback", "--method", "kto", "--beta", "0"])
     assert result.exit_code == 2 and "beta: must be a positive number, got 0.0" in result.output
     add_feedback(tiny_settings, method="sft+dpo", sft=4, dpo=8)
@@ -360,9 +360,9 @@ def test_progress_callback_continues_step_numbers_and_total_across_phases(tiny_s
 
 # --- real runs on the tiny model ---
 def _execute(settings, cfg) -> tuple[int, str]:
-    from training.run import execute
+    from training.worker import execute
 
-    run_id = runner.submit(settings, cfg, start=False)
+    run_id = queue.submit(settings, cfg, start=False)
     return run_id, execute(settings, run_id)
 
 
@@ -410,7 +410,7 @@ def _steps(settings, run_id, name) -> list[int]:
 def test_a_preference_round_trains_on_top_of_the_parent_adapter(tiny_settings, tiny_model, parent, method, rows,
                                                                  trained, reward):
     ref = add_feedback(tiny_settings, method=method, weights=(1.0, 1.1), **rows)
-    cfg = runner.plan_run(tiny_settings, dataset="feedback", preset="quick", pref_max_steps=3, pref_learning_rate=1e-3)
+    cfg = planning.plan_run(tiny_settings, dataset="feedback", preset="quick", pref_max_steps=3, pref_learning_rate=1e-3)
     assert (cfg.method, cfg.from_adapter) == (method, "support-v1")
     run_id, status = _execute(tiny_settings, cfg)
     assert status == "completed"
@@ -427,7 +427,7 @@ def test_a_preference_round_trains_on_top_of_the_parent_adapter(tiny_settings, t
 @pytest.mark.slow
 def test_sft_then_dpo_is_one_run_with_continuous_steps_and_one_adapter(tiny_settings, tiny_model, parent, caplog):
     ref = add_feedback(tiny_settings, method="sft+dpo", sft=4, dpo=8)
-    cfg = runner.plan_run(tiny_settings, dataset="feedback", preset="quick", max_steps=2, pref_max_steps=2,
+    cfg = planning.plan_run(tiny_settings, dataset="feedback", preset="quick", max_steps=2, pref_max_steps=2,
                           pref_learning_rate=1e-3)
     with caplog.at_level(logging.INFO, logger="tuneloop.train"):
         run_id, status = _execute(tiny_settings, cfg)
@@ -451,11 +451,11 @@ def test_sft_then_dpo_is_one_run_with_continuous_steps_and_one_adapter(tiny_sett
 def test_a_cancel_in_the_preference_phase_stops_it_at_a_step(tiny_settings, tiny_model, parent):
     """The cancel check runs in both phases: here it fires at run step 3, the DPO phase's first."""
     from training.callbacks import StoreProgressCallback
-    from training.run import train_phases
+    from training.worker import train_phases
 
     add_feedback(tiny_settings, method="sft+dpo", sft=4, dpo=8)
-    cfg = runner.plan_run(tiny_settings, dataset="feedback", preset="quick", max_steps=2, pref_max_steps=4)
-    run_id = runner.submit(tiny_settings, cfg, start=False)
+    cfg = planning.plan_run(tiny_settings, dataset="feedback", preset="quick", max_steps=2, pref_max_steps=4)
+    run_id = queue.submit(tiny_settings, cfg, start=False)
     with connect(tiny_settings.db_path) as db:
         runs.claim_next_queued(db)
         conversations = [{"messages": c.messages} for c in sft_rows(4)]
@@ -468,8 +468,8 @@ def test_a_cancel_in_the_preference_phase_stops_it_at_a_step(tiny_settings, tiny
     model, result = train_phases(cfg, conversations, dpo_rows(8), run_dir=tiny_settings.runs_dir / "x", callback=cb,
                                  parent_adapter_path=parent["path"])
     cb.close()
-    assert cb.cancelled and result["stopped_early"]
-    assert (result["steps"], result["total_steps"]) == (3, 6)
-    assert [(p["method"], p["steps"], p["stopped_early"]) for p in result["phases"]] == [
+    assert cb.cancelled and result.stopped_early
+    assert (result.steps, result.total_steps) == (3, 6)
+    assert [(p.method, p.steps, p.stopped_early) for p in result.phases] == [
         ("sft", 2, False), ("dpo", 1, True)]
     assert set(model.peft_config) == {"default"}

@@ -60,8 +60,8 @@ def test_loss_is_logged_every_step(trained):
     history = trained["session"].trainer.state.log_history
     steps = [h["step"] for h in history if "loss" in h]
     assert steps == list(range(1, STEPS + 1))
-    assert trained["result"]["steps"] == STEPS and not trained["result"]["stopped_early"]
-    assert trained["result"]["tokens"] > 0
+    assert trained["result"].steps == STEPS and not trained["result"].stopped_early
+    assert trained["result"].tokens > 0
 
 
 def test_lora_weights_changed_and_base_weights_did_not(trained):

@@ -100,3 +100,9 @@ class FakeTrainer:
     def cancel(self, run_id: int) -> str:
         self.cancelled.append(run_id)
         return "running"
+
+    def reconcile(self) -> None:
+        pass
+
+    def log_tail(self, run_dir: str | None, lines: int = 40) -> str:
+        return ""

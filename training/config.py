@@ -65,7 +65,7 @@ class RunConfig:
     adapter_name: str | None = None
     """Name for the new adapter. None: '<family>-v<N>', family = dataset slug or the parent's family."""
 
-    method: Literal["sft", "kto", "dpo", "sft+kto", "sft+dpo"] = "sft"
+    method: str = "sft"
     """Training objective: 'sft' (supervised, assistant tokens only); 'kto' (rated answers, desirable or
     not) and 'dpo' (chosen over rejected answer pairs), which need a feedback dataset version; 'sft+kto'
     and 'sft+dpo': SFT first, then the preference phase on the SFT result, as one run and one adapter."""
@@ -234,7 +234,7 @@ class RunConfig:
         """
         _require(self.lora_rank <= max_lora_rank, "lora_rank",
                  f"{self.lora_rank} is above the server's max_lora_rank {max_lora_rank}; "
-                 f"vLLM could not load the adapter (use --rank {max_lora_rank} or lower, "
+                 f"vLLM could not load the adapter (choose a rank of {max_lora_rank} or lower, "
                  "or raise TUNELOOP_MAX_LORA_RANK)")
         if model_max_len:
             _require(self.max_seq_len <= model_max_len, "max_seq_len",
@@ -247,7 +247,7 @@ class RunConfig:
             need = math.ceil(0.5 / self.eval_fraction)
             raise ConfigError("eval_fraction",
                               f"holding out {self.eval_fraction:g} of {conversations} conversation(s) leaves none "
-                              f"to evaluate on; it needs at least {need} conversations, or use --eval-fraction 0")
+                              f"to evaluate on; it needs at least {need} conversations, or a held-out share of 0")
 
     def check_examples(self, counts: dict[str, int], *, feedback: bool,
                        minimums: dict[str, int] | None = None) -> None:
@@ -300,7 +300,8 @@ class RunConfig:
                     **overrides: Any) -> "RunConfig":
         """A preset's values with `overrides` on top (None values in overrides are ignored).
 
-        The preset's rank is lowered to `max_lora_rank` when that is smaller and no rank was given.
+        The preset's rank is lowered to `max_lora_rank` when that is smaller and no rank was given;
+        alpha follows the rank at the preset's alpha/rank ratio unless an alpha is given.
         Setting max_steps without epochs (or the reverse) wins over the preset's length; the same for
         pref_max_steps and pref_epochs.
         """
@@ -308,12 +309,16 @@ class RunConfig:
             raise ConfigError("preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         values = {**PRESETS[preset], "preset": preset}
         given = {k: v for k, v in overrides.items() if v is not None}
+        # alpha/rank is the preset's choice of update scale: a rank picked without an alpha (by
+        # either door, or the server's cap) keeps that scale. Both doors rely on this one rule.
+        ratio = values["lora_alpha"] / values["lora_rank"]
         if max_lora_rank is not None and "lora_rank" not in given:
             allowed = [r for r in VLLM_LORA_RANKS if r <= max_lora_rank]
             if allowed and values["lora_rank"] > max_lora_rank:
-                ratio = values["lora_alpha"] / values["lora_rank"]
                 values["lora_rank"] = allowed[-1]
-                values["lora_alpha"] = ratio * allowed[-1]
+        if "lora_rank" in given:
+            values["lora_rank"] = given["lora_rank"]
+        values["lora_alpha"] = ratio * values["lora_rank"]
         if "max_steps" in given and "epochs" not in given:
             values["epochs"] = None
         if "pref_max_steps" in given and "pref_epochs" not in given:

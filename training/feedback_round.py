@@ -21,10 +21,12 @@ from typing import Iterator
 
 from sqlite_utils import Database
 
+from store import runs
 from store.adapters import get_adapter, list_adapters
-from store.datasets import NewConversation, VersionRef, iter_version_conversations, validate_dataset_name
+from store.datasets import (NewConversation, VersionRef, has_imported_versions, iter_version_conversations,
+                            validate_dataset_name)
 from store.db import connect, now, write_transaction
-from store.feedback import last_build, rating_rows, save_feedback_version
+from store.feedback import get_build, last_build, rating_rows, save_feedback_version
 from store.settings import Settings
 from training.feedback_dataset import (
     METHODS, FeedbackBuild, RatingRecord, build_feedback_dataset, check_enough, method_parts,
@@ -41,6 +43,16 @@ AUTO_ORDER = ("sft+dpo", "sft+kto", "dpo", "kto", "sft")
 # times the new SFT examples (tens to hundreds), so a few thousand candidates are plenty to sample from.
 REPLAY_POOL_MAX = 5000
 RATE_HINT = "rate answers in the Chat or Compare A/B tabs"
+
+
+class FeedbackOptionError(ValueError):
+    """A build option that cannot be used; `field` names it (since, replay_share, dataset) so each door can
+    word it for its user (a flag, a form field)."""
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
 
 
 class FeedbackRefused(Exception):
@@ -151,7 +163,7 @@ def parse_since(text: str | None) -> tuple[bool, str | None]:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"--since {text!r} is not a date or time: use 'all', a date like 2026-11-20 or a "
+        raise FeedbackOptionError("since", f"{text!r} is not a date or time: use 'all', a date like 2026-11-20 or a "
                          "time like 2026-11-20T14:30 (UTC unless it names a zone, e.g. 2026-11-20T14:30+01:00)"
                          ) from None
     if when.tzinfo is None:
@@ -175,8 +187,10 @@ def trained_versions(db: Database, adapter: dict | None) -> list[int]:
         seen.add(adapter["id"])
         version_id = adapter.get("dataset_version_id")
         if version_id is None and adapter.get("run_id"):
-            row = db.execute("select dataset_version_id from runs where id = ?", [adapter["run_id"]]).fetchone()
-            version_id = row[0] if row else None
+            try:
+                version_id = runs.get_run(db, adapter["run_id"])["dataset_version_id"]
+            except runs.RunNotFound:
+                version_id = None
         if version_id is not None and version_id not in out:
             out.append(version_id)
         adapter = get_adapter(db, adapter["parent_id"]) if adapter.get("parent_id") else None
@@ -219,7 +233,7 @@ def build_round(
     if method != "auto":
         method_parts(method)
     if not 0 <= replay_share < 1:
-        raise ValueError(f"--replay-share must be at least 0 and below 1, got {replay_share!r}")
+        raise FeedbackOptionError("replay_share", f"must be at least 0 and below 1, got {replay_share!r}")
     dataset = validate_dataset_name(dataset)
     explicit, bound = parse_since(since)
     with _database(target) as db:
@@ -278,7 +292,7 @@ def choose_method(records: list[RatingRecord], method: str, *, replay=(), replay
         tried[m] = build(m)
         if check_enough(tried[m]) is None:
             return m, tried[m]
-    closest = max(("sft", "kto", "dpo"), key=lambda m: _readiness(tried[m]))
+    closest = max((m for m, parts in METHODS.items() if len(parts) == 1), key=lambda m: _readiness(tried[m]))
     raise FeedbackRefused(check_enough(tried[closest]), method=closest, build=tried[closest])
 
 
@@ -307,11 +321,9 @@ def _database(target: Settings | Database) -> Iterator[Database]:
 
 def _check_dataset(db: Database, dataset: str) -> None:
     """Feedback versions hold one round's rows, not a growing set: keep them out of imported datasets."""
-    row = db.execute("""select count(*) from dataset_versions v join datasets d on d.id = v.dataset_id
-                        where d.name = ? and v.kind != 'feedback'""", [dataset]).fetchone()
-    if row[0]:
-        raise ValueError(f"dataset {dataset!r} holds imported conversations; feedback builds go to a dataset of "
-                         f"their own (default {DEFAULT_DATASET!r}): choose another --dataset")
+    if has_imported_versions(db, dataset):
+        raise FeedbackOptionError("dataset", f"{dataset!r} holds imported conversations; feedback builds go to a "
+                                             f"dataset of their own (default {DEFAULT_DATASET!r}): choose another")
 
 
 def _readiness(build: FeedbackBuild) -> float:
@@ -339,19 +351,19 @@ def _scope(explicit: bool, bound: str | None, previous: dict | None) -> str:
 
 def _no_ratings(explicit: bool, bound: str | None, previous: dict | None) -> str:
     if previous is not None:
-        return f"no ratings since {previous['ref']} ({_when(bound)}); {RATE_HINT}, or use --since all"
+        return f"no ratings since {previous['ref']} ({_when(bound)}); {RATE_HINT}, or build from all ratings"
     if bound is not None:
-        return f"no ratings since {_when(bound)}; {RATE_HINT}, or use an earlier --since"
+        return f"no ratings since {_when(bound)}; {RATE_HINT}, or build from an earlier date"
     return f"no ratings yet; {RATE_HINT} first"
 
 
 def _let_clock_pass(db: Database, ref: VersionRef) -> None:
     """Hold the write lock until the clock has passed the build's stamp (millisecond resolution), so a
     rating written after this build is stamped strictly later and the next window (`> stamp`) sees it."""
-    stamp = db.execute("select created_at from feedback_builds where version_id = ?", [ref.id]).fetchone()[0]
+    stamp = get_build(db, ref.id)["created_at"]
     while now() <= stamp:
         time.sleep(0.0005)
 
 
-__all__ = ["AUTO_ORDER", "METHODS", "FeedbackRefused", "NoNewRatings", "RoundBuild", "build_round", "choose_method",
+__all__ = ["AUTO_ORDER", "METHODS", "FeedbackOptionError", "FeedbackRefused", "NoNewRatings", "RoundBuild", "build_round", "choose_method",
            "current_adapter", "parse_since", "replay_pool", "sft_conversations", "trained_versions"]

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from training.results import RunMetrics
 from training.config import RunConfig
 from training.recipe import device_kind
 
@@ -190,27 +191,18 @@ def setup(config: RunConfig, rows: list[dict], *, model, tokenizer, output_dir: 
     return Phase(config, kind, model, tokenizer, trainer, steps, list(callbacks))
 
 
-def train(phase: Phase) -> dict:
+def train(phase: Phase) -> RunMetrics:
     """Train; returns final metrics (loss, the last reward metrics). Stops early when a callback asks."""
     trainer = phase.trainer
     output = trainer.train()
     state = trainer.state
-    result = {
-        "method": phase.kind,
-        "steps": state.global_step,
-        "total_steps": state.max_steps,
-        "stopped_early": state.global_step < state.max_steps,
-        "train_loss": output.training_loss,
-        "tokens": state.num_input_tokens_seen,
-        "train_runtime_s": output.metrics.get("train_runtime"),
-    }
     logged = [h for h in state.log_history if "loss" in h]
-    if logged:
-        result["final_loss"] = logged[-1]["loss"]
-        result.update({k: v for k, v in logged[-1].items() if k.startswith("rewards/") or k == "kl"})
-    if result.get("train_runtime_s"):
-        result["tokens_per_second"] = result["tokens"] / result["train_runtime_s"]
-    return result
+    return RunMetrics(
+        method=phase.kind, steps=state.global_step, total_steps=state.max_steps,
+        stopped_early=state.global_step < state.max_steps, train_loss=output.training_loss,
+        final_loss=logged[-1]["loss"] if logged else None, tokens=state.num_input_tokens_seen,
+        train_runtime_s=output.metrics.get("train_runtime"),
+        extra={k: v for k, v in (logged[-1] if logged else {}).items() if k.startswith("rewards/") or k == "kl"})
 
 
 def release(phase: Phase) -> None:

@@ -22,9 +22,14 @@ What it does, and why:
   the loss is the mean over their trained tokens. On the 2-core CPU, one conversation per pass
   trains about 2x as many real tokens per second as padded batches, packed rows about 1.3x
   (bench/train_throughput.py; docs/benchmarks.md).
-- fp32 on CPU; on a GPU with bf16 support, fp32 weights with bf16 autocast. Seeded: the held-out
-  split, LoRA init and data order all follow `config.seed`. `report_to="none"`: progress goes to
-  the store through training.callbacks.
+- fp32 on CPU. On a GPU with bf16 support the frozen base weights are loaded in bf16 (half the
+  memory, and autocast no longer re-casts every fp32 weight in every matmul) while peft keeps the
+  LoRA weights, which the optimizer updates, in fp32; the Trainer runs under bf16 autocast. On a
+  GPU, flash-attn's varlen kernel is used when that package is installed (packed rows then skip
+  the block-diagonal mask), and Liger's fused kernels when `liger_kernel` is (`gpu_speedups`);
+  without them, SDPA and the stock modules. bench/gpu_check.sh measures these choices.
+- Seeded: the held-out split, LoRA init and data order all follow `config.seed`.
+  `report_to="none"`: progress goes to the store through training.callbacks.
 - The held-out split gives an eval loss at the start (the base model's, or the parent adapter's),
   every `eval_every` steps, and at the end.
 """
@@ -40,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from training.results import RunMetrics
 from training.config import RunConfig
 from training.data import PackedCollator, Split, prepare_examples
 from training.render import IGNORE_INDEX, render_conversation
@@ -71,6 +77,31 @@ def device_kind() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@dataclass(frozen=True)
+class GpuSpeedups:
+    """How the model runs on this device: weight dtype, attention kernel, Liger's fused kernels."""
+
+    dtype: torch.dtype
+    """Of the frozen base weights (the LoRA weights stay fp32: peft's autocast_adapter_dtype)."""
+    attn_implementation: str
+    """"flash_attention_2" (varlen over packed rows) when flash-attn is installed on a GPU, else "sdpa"."""
+    liger: bool
+    """Trainer's use_liger_kernel: fused RMSNorm, SwiGLU, RoPE and linear+cross-entropy, when installed."""
+
+
+def gpu_speedups(device: str, *, bf16: bool | None = None) -> GpuSpeedups:
+    """The speed-ups this device supports, each falling back to the stock path when its package is absent."""
+    import importlib.util
+
+    if device != "cuda":
+        return GpuSpeedups(torch.float32, "sdpa", False)
+    if bf16 is None:
+        bf16 = torch.cuda.is_bf16_supported()
+    flash = bf16 and importlib.util.find_spec("flash_attn") is not None  # flash-attn needs half precision
+    liger = importlib.util.find_spec("liger_kernel") is not None
+    return GpuSpeedups(torch.bfloat16 if bf16 else torch.float32, "flash_attention_2" if flash else "sdpa", liger)
+
+
 def load_tokenizer(base_model: str):
     from transformers import AutoTokenizer
 
@@ -87,7 +118,9 @@ def load_model(config: RunConfig, *, parent_adapter_path: str | None = None):
     from transformers import AutoModelForCausalLM, set_seed
 
     set_seed(config.seed)
-    base = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32, attn_implementation="sdpa")
+    speed = gpu_speedups(device_kind())
+    base = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=speed.dtype,
+                                                attn_implementation=speed.attn_implementation)
     # Without a KV cache transformers detects packed rows (restarting position ids) and masks across them.
     base.config.use_cache = False
     if parent_adapter_path:
@@ -157,8 +190,9 @@ def setup(config: RunConfig, conversations: list[dict], *, output_dir: Path | st
     has_eval = bool(split.eval)
     eval_every = config.eval_every or max(1, math.ceil(total_steps / EVALS_PER_RUN))
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    speed = gpu_speedups(device, bf16=bf16)
     log.info("batching: %d conversation(s) per pass, %d passes per step, on %s%s", micro, accum, device,
-             " (bf16 autocast)" if bf16 else "")
+             f" (bf16, {speed.attn_implementation}{', liger' if speed.liger else ''})" if bf16 else "")
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=micro,
@@ -187,6 +221,7 @@ def setup(config: RunConfig, conversations: list[dict], *, output_dir: Path | st
         dataloader_num_workers=0,
         use_cpu=device == "cpu",
         bf16=bf16,
+        use_liger_kernel=speed.liger,
         ddp_find_unused_parameters=False if world_size > 1 else None,
     )
     collator = PackedCollator(max_row_tokens=config.max_seq_len, pad_id=tokenizer.pad_token_id)
@@ -196,32 +231,23 @@ def setup(config: RunConfig, conversations: list[dict], *, output_dir: Path | st
     return Session(config, model, tokenizer, trainer, split, total_steps, device, list(callbacks))
 
 
-def train(session: Session) -> dict:
+def train(session: Session) -> RunMetrics:
     """Train; returns final metrics. Stops early (and says so) when a callback asks it to."""
     trainer = session.trainer
     output = trainer.train()
     state = trainer.state
     stopped_early = state.global_step < state.max_steps
-    result = {
-        "steps": state.global_step,
-        "total_steps": state.max_steps,
-        "stopped_early": stopped_early,
-        "train_loss": output.training_loss,
-        "tokens": state.num_input_tokens_seen,
-        "train_runtime_s": output.metrics.get("train_runtime"),
-    }
     losses = [h["loss"] for h in state.log_history if "loss" in h]
-    if losses:
-        result["final_loss"] = losses[-1]
+    result = RunMetrics(steps=state.global_step, total_steps=state.max_steps, stopped_early=stopped_early,
+                        train_loss=output.training_loss, final_loss=losses[-1] if losses else None,
+                        tokens=state.num_input_tokens_seen, train_runtime_s=output.metrics.get("train_runtime"))
     evals = [h for h in state.log_history if "eval_loss" in h]
     if session.split.eval and not stopped_early and (not evals or evals[-1].get("step") != state.global_step):
         trainer.evaluate()
         evals = [h for h in state.log_history if "eval_loss" in h]
     if evals:
-        result["eval_loss"] = evals[-1]["eval_loss"]
-        result["eval_loss_start"] = evals[0]["eval_loss"] if evals[0].get("step") == 0 else None
-    if result.get("train_runtime_s"):
-        result["tokens_per_second"] = result["tokens"] / result["train_runtime_s"]
+        result.eval_loss = evals[-1]["eval_loss"]
+        result.eval_loss_start = evals[0]["eval_loss"] if evals[0].get("step") == 0 else None
     return result
 
 

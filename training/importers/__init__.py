@@ -17,7 +17,7 @@ from training.importers.detect import detect_format, guess_format
 from training.importers.html_text import html_to_text
 from training.importers.intercom import parse_intercom
 from training.importers.model import (FORMATS, ROLES, Conversation, ImportFileError, ImportOptions, ImportWarning,
-                                      Record, Reject)
+                                      Record, Reject, parse_pairs)
 from training.importers.openai import parse_openai
 from training.importers.pipeline import PARSERS, ImportStream, finish, open_import
 from training.importers.sharegpt import parse_sharegpt
@@ -27,7 +27,7 @@ from training.importers.zendesk import parse_zendesk
 
 __all__ = [
     "FORMATS", "ROLES", "Conversation", "ImportFileError", "ImportOptions", "ImportStream", "ImportWarning",
-    "InvalidConversation", "PARSERS", "Record", "Reject", "detect_format", "finish", "guess_format",
+    "InvalidConversation", "PARSERS", "Record", "Reject", "detect_format", "finish", "guess_format", "parse_pairs",
     "html_to_text", "open_import", "parse_alpaca", "parse_csv", "parse_intercom", "parse_openai",
     "parse_sharegpt", "parse_transcript", "parse_zendesk", "validate_messages",
 ]

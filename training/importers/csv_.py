@@ -13,7 +13,7 @@ semicolon, tab or pipe) is sniffed from the first lines with csv.Sniffer, checke
 Locations are file line numbers, the header being line 1: "line 5", "lines 2-7", "lines 2-3, 9".
 
 Grouping: a conversation's rows may be anywhere in the file, so long-form rows go into a temporary
-SQLite database (sqlite3.connect(""): private, spilled to disk once it outgrows its cache, deleted
+SQLite table (store.scratch.ScratchSort: private, spilled to disk once it outgrows its cache, deleted
 on close) and come back ordered by conversation (first appearance), order key, line. Memory stays
 flat whatever the file size, except one id per conversation; the price is that the first long-form
 conversation comes out only once the whole file is read. The question/answer form streams row by row.
@@ -27,11 +27,11 @@ import io
 import itertools
 import math
 import re
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator
 
+from store.scratch import ScratchSort
 from training.importers.decode import TextSource, TextStream, as_stream
 from training.importers.model import ImportFileError, ImportOptions, Record, Reject
 from training.importers.speakers import CSV_SPEAKERS, role_of, speaker_table, unknown_speaker
@@ -101,7 +101,7 @@ def plan_columns(header: list[str], delimiter: str, options: ImportOptions) -> P
     for field, name in options.csv_columns.items():
         if column_key(name) not in keys:
             raise ImportFileError(f"CSV column {name!r} (given for {field!r}) is not in the header; "
-                                  f"the columns are {shown}")
+                                  f"the columns are {shown}", field="csv_columns")
         columns[field] = keys.index(column_key(name))
 
     def find(field: str) -> int | None:
@@ -119,15 +119,15 @@ def plan_columns(header: list[str], delimiter: str, options: ImportOptions) -> P
     long_given = bool(given & {"conversation", "order", "speaker", "text"})
     if qa_given and long_given:
         raise ImportFileError("CSV columns mix the long form (conversation/order/speaker/text) and the "
-                              "question/answer form: name columns of one form only")
+                              "question/answer form: name columns of one form only", field="csv_columns")
     long = {f: find(f) for f in ("speaker", "text", "conversation")}
     qa = {f: find(f) for f in ("question", "answer")}
-    hint = ("name them with csv_columns (CLI: --csv-column conversation=COLUMN --csv-column speaker=COLUMN "
-            "--csv-column text=COLUMN, or question=COLUMN answer=COLUMN)")
+    hint = "name the CSV columns: conversation, speaker and text, or question and answer"
     if not qa_given and (long_given or None not in long.values()):
         missing = [f for f, i in long.items() if i is None]
         if missing:
-            raise ImportFileError(f"no {' or '.join(missing)} column found in the CSV header ({shown}); {hint}")
+            raise ImportFileError(f"no {' or '.join(missing)} column found in the CSV header ({shown}); {hint}",
+                                  field="csv_columns")
         columns.update(long)
         order = find("order")
         if order is not None:
@@ -136,7 +136,8 @@ def plan_columns(header: list[str], delimiter: str, options: ImportOptions) -> P
     if qa_given or None not in qa.values():
         missing = [f for f, i in qa.items() if i is None]
         if missing:
-            raise ImportFileError(f"no {' or '.join(missing)} column found in the CSV header ({shown}); {hint}")
+            raise ImportFileError(f"no {' or '.join(missing)} column found in the CSV header ({shown}); {hint}",
+                                  field="csv_columns")
         columns.update(qa)
         for extra in ("system", "id"):
             if (i := find(extra)) is not None:
@@ -146,11 +147,12 @@ def plan_columns(header: list[str], delimiter: str, options: ImportOptions) -> P
         looked = ", ".join(CANDIDATES["conversation"][:6])
         raise ImportFileError(f"no conversation column found in the CSV header ({shown}): speaker and text columns "
                               f"are there, but not which conversation each row belongs to (looked for {looked}, "
-                              f"...); {hint}")
+                              f"...); {hint}", field="csv_columns")
     found = [f for f, i in {**long, **qa}.items() if i is not None]
     what = f" (found only {', '.join(found)})" if found else ""
     raise ImportFileError(f"could not find conversation columns in the CSV header ({shown}){what}: expected "
-                          f"conversation id, speaker and text columns, or question and answer columns; {hint}")
+                          f"conversation id, speaker and text columns, or question and answer columns; {hint}",
+                          field="csv_columns")
 
 
 def read_plan(source: TextSource, options: ImportOptions) -> Plan:
@@ -250,10 +252,8 @@ def _long(stream: TextStream, plan: Plan, options: ImportOptions) -> Iterator[Re
     c = plan.columns
     speakers = speaker_table(CSV_SPEAKERS, options.role_map)
     ids: dict[str, int] = {}
-    db = sqlite3.connect("")
-    try:
-        db.execute("create table r (conv int, key real, kind text, problem text, first int, last int, "
-                   "speaker text, body text)")
+    # Rows of one conversation can be anywhere in the file: sort them on disk, not in memory.
+    with ScratchSort(8) as rows_by_conversation:
         batch = []
         for item in _rows(stream, plan):
             if isinstance(item, Reject):
@@ -270,17 +270,14 @@ def _long(stream: TextStream, plan: Plan, options: ImportOptions) -> Iterator[Re
             key, kind, problem = order_key(_cell(row, c["order"])) if "order" in c else (None, "file", None)
             batch.append((rank, key, kind, problem, first, last, _cell(row, c["speaker"]), _cell(row, c["text"])))
             if len(batch) >= _BATCH:
-                db.executemany("insert into r values (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+                rows_by_conversation.add(batch)
                 batch.clear()
-        db.executemany("insert into r values (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+        rows_by_conversation.add(batch)
         names = {rank: conv for conv, rank in ids.items()}
         ids.clear()
-        cursor = db.execute("select conv, key, kind, problem, first, last, speaker, body from r "
-                            "order by conv, key, first")
-        for rank, rows in itertools.groupby(cursor, key=lambda r: r[0]):
+        # (conversation, order key, line): conv, key, first
+        for rank, rows in itertools.groupby(rows_by_conversation.ordered((0, 1, 4)), key=lambda r: r[0]):
             yield _group(names.pop(rank), list(rows), plan, speakers)
-    finally:
-        db.close()
 
 
 def _group(conv: str, rows: list[tuple], plan: Plan, speakers: dict[str, str]) -> Record | Reject:

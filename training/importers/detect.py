@@ -135,4 +135,4 @@ def detect_format(source: TextSource, options: ImportOptions | None = None) -> F
     if found:
         return found
     raise ImportFileError("could not tell which format this is. Tried " + "; ".join(tried)
-                          + ". Choose the format explicitly (--format), or name the CSV columns or transcript labels")
+                          + ". Choose the format, or name the CSV columns or transcript labels", field="format")

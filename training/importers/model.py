@@ -28,7 +28,27 @@ FORMAT_TITLES = {
 class ImportFileError(Exception):
     """The whole file cannot be read (undecodable, empty, not the format claimed, unknown format).
 
-    The message says what, where, and what to do about it."""
+    The message says what, where, and what to do about it, in words that name no door's controls;
+    `field` is the ImportOptions field that would fix it ("format", "csv_columns",
+    "transcript_labels"), so the CLI can name its flag and the web app its form field."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def parse_pairs(items, what: str) -> dict[str, str]:
+    """['bot=assistant', 'Kunde=user'] -> {'bot': 'assistant', 'Kunde': 'user'}.
+
+    Both doors' NAME=VALUE options (speaker roles, CSV columns, transcript labels) go through this;
+    a malformed item raises ValueError naming `what` and the item."""
+    out = {}
+    for item in items:
+        key, sep, val = str(item).partition("=")
+        if not sep or not key.strip() or not val.strip():
+            raise ValueError(f"{what}: {item!r} must look like NAME=VALUE, for example bot=assistant")
+        out[key.strip()] = val.strip()
+    return out
 
 
 @dataclass(frozen=True)

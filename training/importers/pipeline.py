@@ -111,7 +111,7 @@ class _named:
 
     def __exit__(self, kind, exc, tb) -> bool:
         if isinstance(exc, ImportFileError) and not str(exc).startswith(f"{self.name}: "):
-            raise ImportFileError(f"{self.name}: {exc}") from None
+            raise ImportFileError(f"{self.name}: {exc}", field=exc.field) from None
         if isinstance(exc, OSError):
             raise ImportFileError(f"{self.name}: cannot read the file ({exc.strerror or exc})") from None
         return False
@@ -138,7 +138,7 @@ def _probe(path: Path, encoding: str, fmt: str, options: ImportOptions) -> None:
     if guess and guess[0] != fmt:
         other = guess[0]
         raise ImportFileError(f"this does not look like {title}: {problem or 'no records found'} "
-                              f"(it looks like {FORMAT_TITLES[other]}: {guess[1]}; try --format {other} or auto)")
+                              f"(it looks like {FORMAT_TITLES[other]}: {guess[1]}; choose {other} or auto)", field="format")
     if problem is None:
         raise ImportFileError(f"no records found: the file holds nothing that reads as {title}")
     if fmt == "csv":

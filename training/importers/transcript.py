@@ -53,8 +53,8 @@ def _unlabelled(line_no: int, text: str) -> str:
     shown = text.strip()
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     m = _LABEL.match(text)
-    hint = (f"; {m.group('label').strip()!r} is not a known label: add it, e.g. --label "
-            f"\"{m.group('label').strip()}=user\"") if m else ""
+    hint = (f"; {m.group('label').strip()!r} is not a known label: add it as a transcript label, e.g. "
+            f"{m.group('label').strip()}=user") if m else ""
     return (f"line {line_no}: a conversation must start with a speaker label such as 'Customer:' or 'Agent:', "
             f"got {shown!r}{hint}")
 

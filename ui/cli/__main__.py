@@ -1,0 +1,5 @@
+"""`python -m ui.cli ...` runs the tuneloop CLI (what the `tuneloop` script does)."""
+
+from ui.cli import app
+
+app()
