@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as training.runner starts training processes
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as training.launch starts training processes
 
 WORDS = ("order refund shipping delivery account password invoice card payment package return address "
          "tracking warranty subscription plan upgrade cancel discount coupon store app login email phone "
