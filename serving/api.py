@@ -2,7 +2,9 @@
 
 A thin authenticated proxy to the vLLM server on loopback. Only two routes exist, so vLLM's admin
 routes (adapter load/unload) and everything else it serves stay unreachable; only the base model
-and non-archived registered adapters are listed and accepted; every request needs
+and non-archived registered adapters are listed and accepted, plus deployment names (stable names such as
+`support`, see serving/deployments.py), which resolve to their current adapter at every request so a
+promotion or rollback reaches the next request with no restart; every request needs
 `Authorization: Bearer <TUNELOOP_API_KEY>`, and with no key set the API refuses everything.
 
     TUNELOOP_API_KEY=secret tuneloop serve
@@ -27,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from serving.vllm_args import server_url
 from store.adapters import list_adapters
 from store.db import connect
+from store.deployments import deployment_names
 from store.settings import Settings
 
 REGISTRY_TTL_S = 2.0
@@ -66,12 +69,21 @@ class _Allowed:
         base = self.settings.served_base_name
         return {base: None, **{r["name"]: base for r in rows}}
 
-    async def names(self) -> dict[str, str | None]:
+    async def names(self, *, fresh: bool = False) -> dict[str, str | None]:
         """{model name: parent name or None for the base model}."""
-        if time.monotonic() - self._at > REGISTRY_TTL_S:
+        if fresh or time.monotonic() - self._at > REGISTRY_TTL_S:
             self._names = await run_in_threadpool(self._read)
             self._at = time.monotonic()
         return self._names
+
+    def _read_deployments(self) -> dict[str, str]:
+        with connect(self.settings.db_path) as db:
+            return {name: target or self.settings.served_base_name for name, target in deployment_names(db).items()}
+
+    async def deployments(self) -> dict[str, str]:
+        """{deployment name: served model it resolves to}, read at every call: never cached, so a
+        promotion or rollback is seen by the very next request."""
+        return await run_in_threadpool(self._read_deployments)
 
 
 def create_api_router(settings: Settings, *, upstream_url: str | None = None,
@@ -99,11 +111,17 @@ def create_api_router(settings: Settings, *, upstream_url: str | None = None,
         names = await allowed.names()
         served = response.json().get("data", [])
         max_len = next((m.get("max_model_len") for m in served if m.get("id") == settings.served_base_name), None)
-        return [
+        listed = [
             {"id": m["id"], "object": "model", "created": m.get("created", 0), "owned_by": "tuneloop",
              "parent": names[m["id"]], "max_model_len": m.get("max_model_len") or max_len}
             for m in served if m.get("id") in names
         ]
+        # A deployment is listed while the model it points at is listed; `parent` names that model.
+        by_id = {m["id"]: m for m in listed}
+        for name, target in sorted((await allowed.deployments()).items()):
+            if target in by_id and name not in by_id:
+                listed.append({**by_id[target], "id": name, "parent": target, "deployment": True})
+        return listed
 
     @router.get("/models")
     async def models(request: Request):
@@ -137,9 +155,20 @@ def create_api_router(settings: Settings, *, upstream_url: str | None = None,
             return openai_error(400, "the request needs a 'model' (the base model's or an adapter's name)",
                                 "invalid_request_error", param="model")
         names = await allowed.names()
+        resolved: str | None = None
         if body["model"] not in names:
-            return openai_error(404, f"The model `{body['model']}` does not exist or is archived; "
-                                     "GET /v1/models lists the models", "NotFoundError", param="model")
+            target = (await allowed.deployments()).get(body["model"])
+            if target is None:
+                return openai_error(404, f"The model `{body['model']}` does not exist or is archived; "
+                                         "GET /v1/models lists the models", "NotFoundError", param="model")
+            if target not in names:  # perhaps registered a moment ago: re-read before refusing
+                names = await allowed.names(fresh=True)
+            if target not in names:
+                return openai_error(404, f"Deployment `{body['model']}` points to `{target}`, which is archived "
+                                         "or no longer registered", "NotFoundError", param="model")
+            resolved = body["model"] = target
+        # Which model answered a deployment name (the body's "model" field names it too).
+        extra_headers = {"X-Tuneloop-Model": resolved} if resolved else {}
         c = client()
         try:
             upstream_response = await c.send(c.build_request("POST", "/v1/chat/completions", json=body),
@@ -155,11 +184,13 @@ def create_api_router(settings: Settings, *, upstream_url: str | None = None,
         content_type = upstream_response.headers.get("content-type", "application/json")
         if upstream_response.status_code == 200 and body.get("stream"):
             return StreamingResponse(upstream_response.aiter_raw(), media_type=content_type,
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                              **extra_headers},
                                      background=BackgroundTask(close))
         content = await upstream_response.aread()
         await close()
-        return Response(content, status_code=upstream_response.status_code, media_type=content_type)
+        return Response(content, status_code=upstream_response.status_code, media_type=content_type,
+                        headers=extra_headers)
 
     return router
 

@@ -260,3 +260,135 @@ def m004_feedback_rounds(db: Database) -> None:
         db["version_ratings"].add_column(column, str)
     db["version_ratings"].transform(drop_foreign_keys=["rating_id"])
 
+
+
+@migrations()
+def m005_evaluation(db: Database) -> None:
+    """Eval sets (immutable versions with lineage) and their items, eval runs and per-item results,
+    deployments (stable model names) with their event history, and the grounding allow-list."""
+    db["eval_sets"].create(
+        {"id": int, "name": str, "description": str, "created_at": str},
+        pk="id", not_null={"name", "created_at"}, defaults={"description": ""},
+    )
+    db["eval_sets"].create_index(["name"], unique=True)
+    db["eval_set_versions"].create(
+        {
+            "id": int,
+            "set_id": int,
+            "version": int,  # 1, 2, ... within its set
+            "parent_id": int,  # the version this one extends; NULL for a first version
+            "source_kind": str,  # heldout | file | corrections | manual
+            "source_ref": str,  # the run, file (name, sha256), ratings or author it came from
+            "note": str,
+            "item_count": int,
+            "created_at": str,
+            "created_by": str,
+        },
+        pk="id",
+        foreign_keys=[("set_id", "eval_sets", "id"), ("parent_id", "eval_set_versions", "id")],
+        not_null={"set_id", "version", "source_kind", "created_at"},
+        defaults={"source_ref": "", "note": "", "item_count": 0, "created_by": ""},
+    )
+    db["eval_set_versions"].create_index(["set_id", "version"], unique=True)
+    # Items are copied into every version that holds them, so a version never changes under a run.
+    db["eval_items"].create(
+        {
+            "id": int,
+            "version_id": int,
+            "position": int,
+            "messages": str,  # JSON: the conversation up to (not including) the answer to produce
+            "reference": str,  # the expected answer; NULL when the item has none (judge and checks only)
+            "checks": str,  # JSON list: [{"name", "kind": must_mention|must_not_mention|regex, "value"}]
+            "prompt_key": str,  # normalised prompt hash: eval/train overlap is found with it
+            "meta": str,  # JSON: where the item came from
+        },
+        pk="id",
+        foreign_keys=[("version_id", "eval_set_versions", "id")],
+        not_null={"version_id", "position", "messages", "prompt_key"},
+        defaults={"checks": "[]", "meta": "{}"},
+    )
+    db["eval_items"].create_index(["version_id", "position"], unique=True)
+    db["eval_items"].create_index(["prompt_key"])
+    db["eval_runs"].create(
+        {
+            "id": int,
+            "candidate": str,  # served model names (adapter or base model), as asked
+            "baseline": str,
+            "set_version_id": int,
+            "judge": str,  # JSON: {"base_url", "model"} (never the key); NULL: no judge
+            "config": str,  # JSON: generation settings, concurrency, on_judge_error, item budget
+            "status": str,  # queued | running | done | failed | stopped
+            "done": int,
+            "total": int,
+            "error": str,
+            "summary": str,  # JSON: serving.evaluation.summary.EvalSummary
+            "trigger": str,  # manual | auto
+            "created_at": str,
+            "created_by": str,
+            "started_at": str,
+            "finished_at": str,
+        },
+        pk="id",
+        foreign_keys=[("set_version_id", "eval_set_versions", "id")],
+        not_null={"candidate", "baseline", "set_version_id", "status", "created_at"},
+        defaults={"config": "{}", "done": 0, "total": 0, "trigger": "manual", "created_by": ""},
+    )
+    db["eval_runs"].create_index(["candidate", "baseline", "status"])
+    db["eval_item_results"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "item_id": int,
+            "position": int,
+            "candidate_answer": str,
+            "baseline_answer": str,
+            "candidate_finish": str,  # stop | length | ...
+            "baseline_finish": str,
+            "scores": str,  # JSON: per side similarity, rouge_l, checks, invented, length, empty, cut_off
+            "verdict": str,  # candidate | baseline | tie | unparsable | error; NULL without a judge
+            "reason": str,  # the judge's short reason, or why there is no verdict
+            "judge_raw": str,  # JSON: the judge's raw answers, kept when they could not be parsed
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "eval_runs", "id"), ("item_id", "eval_items", "id")],
+        not_null={"run_id", "item_id", "created_at"},
+        defaults={"scores": "{}"},
+    )
+    db["eval_item_results"].create_index(["run_id", "item_id"], unique=True)
+    db["deployments"].create(
+        {
+            "id": int,
+            "name": str,  # the stable model name API clients use
+            "target": str,  # adapter name; NULL: the base model
+            "generation_defaults": str,  # JSON, nullable
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id", not_null={"name", "created_at"},
+    )
+    db["deployments"].create_index(["name"], unique=True)
+    db["deployment_events"].create(
+        {
+            "id": int,
+            "deployment": str,
+            "from_target": str,  # NULL: the base model (or nothing, on creation)
+            "to_target": str,  # NULL: the base model
+            "action": str,  # promote | rollback | force
+            "by": str,
+            "at": str,
+            "eval_run_id": int,
+            "reason": str,  # a forced promotion's recorded reason
+            "gate": str,  # JSON: the gate decision with every rule's figures
+        },
+        pk="id",
+        foreign_keys=[("eval_run_id", "eval_runs", "id")],
+        not_null={"deployment", "action", "at"},
+        defaults={"by": ""},
+    )
+    db["deployment_events"].create_index(["deployment", "id"])
+    db["grounding_allowlist"].create(
+        {"id": int, "kind": str, "value": str, "created_at": str, "created_by": str},  # kind: link | email | phone
+        pk="id", not_null={"kind", "value", "created_at"}, defaults={"created_by": ""},
+    )
+    db["grounding_allowlist"].create_index(["kind", "value"], unique=True)
