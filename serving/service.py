@@ -4,7 +4,8 @@
 nothing and uses that server), waits until the base model answers and loads every registered,
 non-archived adapter. A watcher thread then polls the registry and hot-loads each adapter training
 registers, so a new adapter becomes chat-able without restarting anything; after a crash the
-supervisor restarts vLLM and all adapters are loaded again. `stop()` ends everything it started.
+supervisor restarts vLLM and all adapters are loaded again. A second thread runs the evaluations
+finished training runs queue (serving.evaluation.auto). `stop()` ends everything it started.
 
     tuneloop serve                         # the web app and the API over a `Serving` (ui/web/app.py)
 """
@@ -20,6 +21,7 @@ from fastapi import FastAPI
 from serving.adapters import AdapterManager, ModelStatus, ServerUnavailable
 from serving.api import create_api
 from serving.chat import ChatClient, SamplingParams
+from serving.evaluation.auto import AutoEvaluator
 from serving.vllm_args import command_for, server_url
 from serving.vllm_process import Supervisor, VllmStartError, probe, wait_until_ready
 from store.adapters import list_adapters
@@ -53,6 +55,8 @@ class Serving:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        # End-of-run evaluations, run here because only the serving side talks to vLLM.
+        self.evaluator = AutoEvaluator(settings, base_url=self.url, loaded=self._loaded_names, poll_s=poll_s)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -88,6 +92,7 @@ class Serving:
             threading.Thread(target=self._attach, name="vllm-attach", daemon=True).start()
         self._watcher = threading.Thread(target=self._watch, name="adapter-watcher", daemon=True)
         self._watcher.start()
+        self.evaluator.start()
 
     def _attach(self) -> None:
         """External server: wait until it answers, then load the adapters."""
@@ -115,6 +120,7 @@ class Serving:
     def stop(self) -> None:
         """Stop the watcher and the vLLM server this object started (an external one is left alone)."""
         self._stop.set()
+        self.evaluator.stop()
         if self._watcher is not None:
             self._watcher.join(timeout=30)
             self._watcher = None
@@ -169,6 +175,11 @@ class Serving:
                 pass  # the supervisor notices a dead server and reloads everything after the restart
             except Exception:
                 log.exception("adapter watcher")
+
+    def _loaded_names(self) -> set[str]:
+        if self.state != "ready":
+            return set()
+        return {m.name for m in self.models(include_archived=False) if m.status == "loaded"}
 
     def models(self, *, include_archived: bool = True) -> list[ModelStatus]:
         """The base model and every adapter, with status: loaded / available / failed / archived."""

@@ -94,6 +94,16 @@ class Settings(BaseSettings):
     train_concurrency: int = Field(default=1, ge=1)
     """Training runs allowed to run at once on this machine; further runs wait as queued."""
 
+    auto_eval_items: int = Field(default=8, ge=0)
+    """Items the automatic evaluation at the end of a run asks both models (its held-out items first,
+    then the default eval set's). 0 turns it off. On CPU, 8 items take about a minute."""
+
+    default_eval_set: str = ""
+    """The team's eval set (NAME or NAME@VERSION) every automatic evaluation includes. Empty: none."""
+
+    eval_max_tokens: int = Field(default=160, ge=16)
+    """Longest answer an evaluation asks for, in tokens."""
+
     @field_validator("max_lora_rank")
     @classmethod
     def _rank_vllm_accepts(cls, v: int) -> int:
@@ -128,6 +138,11 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def embedding_model_dir(self) -> Path:
+        """all-MiniLM-L6-v2, extracted by `tuneloop setup` (serving.evaluation.embedding) for reference similarity."""
+        return self.models_dir / "all-MiniLM-L6-v2"
 
     @property
     def default_model_dir(self) -> Path:

@@ -34,6 +34,7 @@ from serving.service import Serving
 from serving_helpers import free_port, wait_for
 from store import chats, ratings
 from store.db import connect
+from store.evaluations import list_eval_runs
 from store.lineage import adapter_lineage
 from store.settings import Settings
 from training import queue
@@ -229,3 +230,115 @@ def test_the_round_summary_shows_the_new_adapters_win_rate_against_the_one_it_re
     assert ab["opponent"] == "support-v1"
     assert {k: ab[k] for k in expected} == expected
     assert ab["wins"] > ab["losses"]
+
+
+# --- evaluation and deployments on the same stack (issue 10) ---------------------------------------------------
+CHECK = "states the 30-day refund rule"
+WRONG = [  # a round trained on answers that contradict the rule; the first question is also an eval item
+    (HELD_OUT[0], "Sorry, we do not offer refunds or returns on any order."),
+    ("Can I get a refund on my boots?", "Sorry, we do not offer refunds or returns on any order."),
+    ("I want to return my blender.", "Sorry, we do not offer refunds or returns on any order."),
+    ("Refund for order 2291 please.", "Sorry, we do not offer refunds or returns on any order."),
+    ("Can I send back a shirt that is too big?", "Sorry, we do not offer refunds or returns on any order."),
+    ("How do I get my money back for a toaster?", "Sorry, we do not offer refunds or returns on any order."),
+    ("Is a refund possible for a late delivery?", "Sorry, we do not offer refunds or returns on any order."),
+    ("My kettle broke, can I return it?", "Sorry, we do not offer refunds or returns on any order."),
+    ("What's your policy for returning gifts?", "Sorry, we do not offer refunds or returns on any order."),
+]
+
+
+def jsonl_chats(path, pairs):
+    path.write_text("".join(json.dumps({"messages": [{"role": "system", "content": SYSTEM},
+                                                     {"role": "user", "content": q},
+                                                     {"role": "assistant", "content": a}]}) + "\n"
+                            for q, a in pairs))
+    return path
+
+
+def evaluate(*args: str) -> dict:
+    result = cli("eval", "run", *args, "--json")
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.output)
+    assert run["status"] == "done", run
+    return run
+
+
+def test_an_eval_measures_the_corrected_round_better_than_its_parent_and_the_gate_promotes_it(stack, tmp_path):
+    eval_file = jsonl_chats(tmp_path / "refund_eval.jsonl", [(q, RULE_ANSWER) for q in HELD_OUT])
+    built = cli("eval", "sets", "build", "refunds", "--file", str(eval_file),
+                "--check", f"{CHECK}:must_mention=30 days")
+    assert built.exit_code == 0 and "made eval set refunds@1 (6 items)" in built.output, built.output
+    first = cli("deploy", "promote", "support-v1", "--to", "support", "--force", "the adapter in use before evals")
+    assert first.exit_code == 0, first.output
+
+    run = evaluate("support-v2", "--against", "deployment support", "--set", "refunds")
+    cand, base = run["summary"]["candidate"], run["summary"]["baseline"]
+    print(f"\neval of support-v2 vs support-v1 on refunds@1: check {cand['check_pass_rates'][CHECK]:.0%} vs "
+          f"{base['check_pass_rates'][CHECK]:.0%}, similarity {cand['mean_similarity']:.3f} vs "
+          f"{base['mean_similarity']:.3f}")
+    assert run["baseline"] == "support-v1" and run["summary"]["judge"]["used"] is False
+    assert cand["check_pass_rates"][CHECK] > base["check_pass_rates"][CHECK]
+    assert cand["mean_similarity"] > base["mean_similarity"]
+    shown = cli("eval", "show", str(run["id"]), "--items")
+    assert shown.exit_code == 0 and "reference:" in shown.output and "no judge was used" in shown.output
+
+    promoted = cli("deploy", "promote", "support-v2", "--to", "support", "--json")
+    assert promoted.exit_code == 0, promoted.output
+    change = json.loads(promoted.output)
+    assert (change["from"], change["to"], change["action"]) == ("support-v1", "support-v2", "promote")
+    assert change["gate"]["passed"] and change["eval_run_id"] == run["id"]
+    stack["shared"]["promote_eval"] = run["id"]
+
+
+def test_a_round_trained_on_wrong_answers_is_evaluated_at_its_end_and_refused_by_the_gate(stack, tmp_path):
+    s, serving = stack["settings"], stack["serving"]
+    assert cli("import", str(jsonl_chats(tmp_path / "wrong.jsonl", WRONG)), "--dataset", "wrong").exit_code == 0
+    result = cli("train", "--dataset", "wrong", "--from-adapter", "support-v1", "--name", "support-wrong",
+                 "--preset", "quick", "--max-steps", "16", "--lr", "1e-3", "--eval-fraction", "0.25", "--wait")
+    assert result.exit_code == 0, result.output
+    # The question that is also an eval item was left out of training, and the user was told.
+    assert "1 conversation(s) of wrong@1 left out: they are eval items" in result.output
+    assert wait_for(lambda: "support-wrong" in loaded(serving), timeout=120)
+
+    # The end-of-run evaluation against its parent was queued by the run and run by the serving process.
+    def auto_runs():
+        with connect(s.db_path) as db:
+            return list_eval_runs(db, candidate="support-wrong")
+
+    assert wait_for(lambda: auto_runs() and auto_runs()[0]["status"] in ("done", "failed"), timeout=300, interval=2)
+    auto = auto_runs()[0]
+    assert auto["status"] == "done" and auto["trigger"] == "auto" and auto["baseline"] == "support-v1", auto
+    assert auto["set_name"] == "auto-support-wrong" and auto["total"] == 2
+
+    run = evaluate("support-wrong", "--against", "deployment support", "--set", "refunds")
+    cand, base = run["summary"]["candidate"], run["summary"]["baseline"]
+    print(f"\neval of support-wrong vs support-v2: check {cand['check_pass_rates'][CHECK]:.0%} vs "
+          f"{base['check_pass_rates'][CHECK]:.0%}")
+    refused = cli("deploy", "promote", "support-wrong", "--to", "support", "--json")
+    assert refused.exit_code == 1, refused.output
+    gate = json.loads(refused.output)["gate"]
+    assert not gate["passed"] and any(not r["passed"] and not r["skipped"] for r in gate["results"])
+    listed = cli("deploy", "list")
+    assert "support: support-v2" in listed.output
+
+
+def test_v1_answers_under_the_deployment_name_and_follows_a_rollback_without_restart(stack):
+    from fastapi.testclient import TestClient
+
+    from serving.api import create_api
+
+    s, serving = stack["settings"], stack["serving"]
+    api = TestClient(create_api(s.model_copy(update={"api_key": "k"}), upstream_url=serving.url))
+    headers = {"Authorization": "Bearer k"}
+
+    def answered_by() -> str:
+        r = api.post("/v1/chat/completions", headers=headers,
+                     json={"model": "support", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8})
+        assert r.status_code == 200, r.text
+        return r.headers["X-Tuneloop-Model"]
+
+    models = api.get("/v1/models", headers=headers).json()["data"]
+    assert {"id": "support", "parent": "support-v2"}.items() <= next(m for m in models if m["id"] == "support").items()
+    assert answered_by() == "support-v2"
+    assert cli("deploy", "rollback", "support").exit_code == 0
+    assert answered_by() == "support-v1"

@@ -56,6 +56,10 @@ class RunConfig:
     dataset_version_id: int | None = None
     """The resolved dataset version (set by the runner, so a re-run trains on exactly the same rows)."""
 
+    excluded_conversation_ids: list[int] = dataclasses.field(default_factory=list)
+    """Conversations of the version left out because they are eval items (training.planning): an adapter
+    is never trained on what it will be judged on. Set by the planner; the held-out split is made after."""
+
     base_model: str = ""
     """Base model: a local transformers directory (or a hub id where a hub is reachable)."""
 

@@ -22,6 +22,7 @@ normalisation (store.evaluations.prompt_key: case, spacing and system messages i
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -152,8 +153,16 @@ def run_heldout_items(db: Database, run_id: int) -> list[NewEvalItem]:
     return items
 
 
-def build_from_run(db: Database, name: str, run_id: int, *, created_by: str = "") -> EvalSetRef:
-    items = run_heldout_items(db, run_id)
+def with_checks(items: Sequence[NewEvalItem], checks: Sequence[dict] | None) -> list[NewEvalItem]:
+    """The same checks added to every item (e.g. "states the 30-day refund rule" on a file of refund questions)."""
+    if not checks:
+        return list(items)
+    return [replace(i, checks=[*(i.checks or []), *checks]) for i in items]
+
+
+def build_from_run(db: Database, name: str, run_id: int, *, created_by: str = "",
+                   checks: Sequence[dict] | None = None) -> EvalSetRef:
+    items = with_checks(run_heldout_items(db, run_id), checks)
     return ev.create_eval_set_version(db, name, items, source_kind="heldout", source_ref=f"run {run_id}",
                                       created_by=created_by)
 
@@ -175,9 +184,10 @@ def file_items(path: Path, options=None) -> tuple[list[NewEvalItem], dict]:
                    "without_answer": skipped}
 
 
-def build_from_file(db: Database, name: str, path: Path, *, created_by: str = "", options=None
-                    ) -> tuple[EvalSetRef, dict]:
+def build_from_file(db: Database, name: str, path: Path, *, created_by: str = "", options=None,
+                    checks: Sequence[dict] | None = None) -> tuple[EvalSetRef, dict]:
     items, report = file_items(path, options)
+    items = with_checks(items, checks)
     if not items:
         raise NoEvalItems(f"{Path(path).name}: no conversation with an assistant answer to evaluate "
                           f"({report['rejected']} rejected)")
@@ -190,8 +200,9 @@ def build_from_file(db: Database, name: str, path: Path, *, created_by: str = ""
     return ref, report
 
 
-def build_from_corrections(db: Database, name: str, *, since: str | None = None, created_by: str = "") -> EvalSetRef:
-    items = correction_items(rating_rows(db, since=since))
+def build_from_corrections(db: Database, name: str, *, since: str | None = None, created_by: str = "",
+                           checks: Sequence[dict] | None = None) -> EvalSetRef:
+    items = with_checks(correction_items(rating_rows(db, since=since)), checks)
     if not items:
         raise NoEvalItems("no corrected answer to build eval items from: correct some answers in the Chat tab first")
     ids = sorted(i.meta["rating_id"] for i in items if i.meta.get("rating_id") is not None)
@@ -204,3 +215,42 @@ def build_manual(db: Database, name: str, items: Sequence[NewEvalItem], *, creat
         raise NoEvalItems("no item given")
     return ev.create_eval_set_version(db, name, items, source_kind="manual", source_ref=created_by,
                                       created_by=created_by)
+
+
+# --- the automatic evaluation at the end of a run ---
+AUTO_SET_PREFIX = "auto-"
+
+
+def auto_eval_items(db: Database, run_id: int, *, default_set: str, budget: int) -> tuple[list[NewEvalItem], str]:
+    """The items the end-of-run evaluation asks: the run's held-out items and the team's default eval set's,
+    taking turns, at most `budget`; and where they came from, in words ("" when there are none)."""
+    sources = []
+    try:
+        held = run_heldout_items(db, run_id)
+    except NoEvalItems:
+        held = []
+    if held:
+        sources.append(f"{len(held)} held out by run {run_id}")
+    team = []
+    if default_set:
+        ref = ev.resolve_set(db, default_set)
+        team = [NewEvalItem(r["messages"], r["reference"], r["checks"], r["meta"]) for r in ev.iter_eval_items(db, ref.id)]
+        sources.append(f"{len(team)} from {ref}")
+    # The two sources take turns, so a small budget still samples both.
+    mixed = [x for i in range(max(len(held), len(team))) for x in (held[i:i + 1] + team[i:i + 1])]
+    return mixed[:budget], ", ".join(sources)
+
+
+def queue_auto_eval(db: Database, run_id: int, *, candidate: str, baseline: str, default_set: str, budget: int,
+                    max_tokens: int) -> int | None:
+    """Write the end-of-run eval set (`auto-<candidate>`) and queue its eval run; the serving process runs it
+    once the candidate is loaded. None (nothing queued) when the budget is 0 or there is nothing to ask."""
+    if budget <= 0:
+        return None
+    items, sources = auto_eval_items(db, run_id, default_set=default_set, budget=budget)
+    if not items:
+        return None
+    ref = ev.create_eval_set_version(db, AUTO_SET_PREFIX + candidate, items, source_kind="heldout",
+                                     source_ref=f"run {run_id}", note=sources, include_parent=False)
+    return ev.create_eval_run(db, candidate=candidate, baseline=baseline, set_version_id=ref.id, trigger="auto",
+                              config={"max_items": budget, "max_tokens": max_tokens})

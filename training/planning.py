@@ -17,11 +17,13 @@ from sqlite_utils import Database
 
 from store import runs
 from store.adapters import AdapterNotFound, get_adapter, validate_adapter_name
-from store.datasets import DatasetNotFound, resolve_version, version_conversation_count
+from store.datasets import DatasetNotFound, iter_version_conversations, resolve_version, version_conversation_count
+from store.evaluations import eval_prompt_keys
 from store.db import connect
 from store.feedback import get_build, preference_counts
 from store.settings import Settings
 from training.config import DEFAULT_PRESET, ConfigError, RunConfig
+from training.evalsets import exclude_eval_overlap
 
 
 def feedback_defaults(build: dict | None) -> dict:
@@ -67,7 +69,8 @@ def plan_run(settings: Settings, *, dataset: str, preset: str = DEFAULT_PRESET, 
             ref = resolve_version(db, dataset)
         except (DatasetNotFound, ValueError) as exc:
             raise ConfigError("dataset", str(exc)) from None
-        count = version_conversation_count(db, ref.id)
+        excluded = eval_overlap(db, ref.id)
+        count = version_conversation_count(db, ref.id) - len(excluded)
         counts = {"sft": count, **preference_counts(db, ref.id)}
         build = get_build(db, ref.id)
         defaults = feedback_defaults(build)
@@ -96,12 +99,22 @@ def plan_run(settings: Settings, *, dataset: str, preset: str = DEFAULT_PRESET, 
             overrides = {**overrides, key: defaults[key]}
     cfg = RunConfig.from_preset(preset, max_lora_rank=settings.max_lora_rank, dataset=str(ref),
                                 dataset_version_id=ref.id, base_model=base, from_adapter=from_adapter,
-                                adapter_name=name, method=chosen,
+                                adapter_name=name, method=chosen, excluded_conversation_ids=excluded,
                                 **overrides)
     minimums = (build["report"].get("minimums") or None) if build else None
     cfg.check_examples(counts, feedback=build is not None, minimums=minimums)
     cfg.check_context(max_lora_rank=settings.max_lora_rank, model_max_len=model_max_len(base), conversations=count)
     return cfg
+
+
+def eval_overlap(db: Database, version_id: int) -> list[int]:
+    """Ids of the version's conversations that hold an eval item's prompt (any eval set): never trained on."""
+    keys = eval_prompt_keys(db)
+    if not keys:
+        return []
+    conversations = list(iter_version_conversations(db, version_id))
+    _kept, dropped = exclude_eval_overlap(conversations, keys)
+    return sorted(c["id"] for c in dropped)
 
 
 def parent_lora(name: str, lora: dict, overrides: dict) -> dict:

@@ -60,6 +60,8 @@ class RunProgress:
     metrics: RunMetrics | None
     """The finished run's results (None while it runs)."""
     run_dir: str | None
+    excluded_conversations: int
+    """Conversations left out of training because they are eval items (planning's overlap rule)."""
     created_at: str | None
     started_at: str | None
     finished_at: str | None
@@ -168,7 +170,7 @@ def describe(db: Database, run: dict) -> RunProgress:
         adapter=adapter, cancel_requested=bool(run["cancel_requested"]),
         error=run["error"], log_tail=run["log_tail"] if run["status"] == "failed" else None,
         metrics=RunMetrics.from_dict(run["metrics"]) if run["metrics"] else None, run_dir=run["run_dir"],
-        created_at=run["created_at"], started_at=run["started_at"], finished_at=run["finished_at"],
+        excluded_conversations=len(run["config"].get("excluded_conversation_ids") or ()), created_at=run["created_at"], started_at=run["started_at"], finished_at=run["finished_at"],
     )
 
 

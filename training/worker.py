@@ -107,7 +107,8 @@ def execute(settings: Settings, run_id: int, *, main_process: bool = True) -> st
         elif main_process and run["pid"] is None:
             runs.set_pid(db, run_id, os.getpid())
         config = RunConfig.from_dict(run["config"])
-        conversations = (list(iter_version_conversations(db, config.dataset_version_id))
+        excluded = set(config.excluded_conversation_ids)
+        conversations = ([c for c in iter_version_conversations(db, config.dataset_version_id) if c["id"] not in excluded]
                          if "sft" in config.parts else [])
         kind = config.preference_kind
         pref_rows = list(iter_preference_examples(db, config.dataset_version_id, kind)) if kind else []
@@ -147,7 +148,28 @@ def execute(settings: Settings, run_id: int, *, main_process: bool = True) -> st
         adapter_id, name = publish_adapter(db, settings, run_id, config, staged, parent, result, partial=cancelled)
         runs.mark_finished(db, run_id, status, metrics=result.to_dict(), adapter_id=adapter_id)
     log.info("run %d %s: adapter %s (%s)", run_id, status, name, settings.adapters_dir / name)
+    if status == "completed":
+        _queue_auto_eval(settings, run_id, name, parent["name"] if parent else settings.served_base_name)
     return status
+
+
+def _queue_auto_eval(settings: Settings, run_id: int, candidate: str, baseline: str) -> None:
+    """Queue the end-of-run evaluation against the parent (the serving process runs it once the adapter is
+    loaded). Its failure never fails the run: the adapter is trained and registered either way."""
+    from training.evalsets import queue_auto_eval
+
+    try:
+        with connect(settings.db_path) as db:
+            eval_id = queue_auto_eval(db, run_id, candidate=candidate, baseline=baseline,
+                                      default_set=settings.default_eval_set, budget=settings.auto_eval_items,
+                                      max_tokens=settings.eval_max_tokens)
+    except Exception:  # noqa: BLE001 - e.g. a default eval set that was renamed: say so in the log
+        log.exception("run %d: could not queue the automatic evaluation", run_id)
+        return
+    if eval_id is None:
+        log.info("run %d: no automatic evaluation (no held-out items, no default eval set, or turned off)", run_id)
+    else:
+        log.info("run %d: automatic evaluation %d of %s against %s queued", run_id, eval_id, candidate, baseline)
 
 
 def train_phases(config: RunConfig, conversations: list[dict], pref_rows: list[dict], *, run_dir: Path,

@@ -181,3 +181,34 @@ def rating_text(x: dict) -> str:
     elif now != x["value"]:
         text += " (changed since)"
     return text
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0%}"
+
+
+def _num(x: float | None, fmt: str = ".3f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def eval_rows(summary) -> list[tuple[str, str, str]]:
+    """An evaluation's figures as (figure, candidate, baseline) rows, header first (serving.evaluation's EvalSummary)."""
+    c, b = summary.candidate, summary.baseline
+    rows = [("figure", "candidate", "baseline"),
+            ("reference similarity", _num(c.mean_similarity), _num(b.mean_similarity)),
+            ("ROUGE-L", _num(c.mean_rouge_l), _num(b.mean_rouge_l))]
+    for name in sorted(set(c.check_pass_rates) | set(b.check_pass_rates)):
+        rows.append((f"check: {name}", _pct(c.check_pass_rates.get(name)), _pct(b.check_pass_rates.get(name))))
+    rows += [("answers with invented links/e-mails/phones", _pct(c.invented_rate), _pct(b.invented_rate)),
+             ("mean answer length (words)", _num(c.mean_words, ".0f"), _num(b.mean_words, ".0f")),
+             ("cut off at the token limit", _pct(c.cut_off_rate), _pct(b.cut_off_rate)),
+             ("empty answers", _pct(c.empty_rate), _pct(b.empty_rate))]
+    if c.heldout_loss is not None or b.heldout_loss is not None:
+        rows.append(("held-out loss", _num(c.heldout_loss), _num(b.heldout_loss)))
+    rows.append(("judge (candidate's win rate)", summary.judge.describe(), ""))
+    if summary.people:
+        from store.winrate import WinRate
+
+        people = WinRate(**{k: summary.people[k] for k in ("wins", "losses", "ties", "both_bad")})
+        rows.append(("people's A/B votes", people.describe(), ""))
+    return rows

@@ -11,7 +11,8 @@ import os
 import typer
 
 from store.db import connect
-from ui.cli import data, feedback, serve, train
+from ui.cli import data, deploy, feedback, serve, train
+from ui.cli import eval as eval_
 from ui.cli.common import fail, settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -23,7 +24,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @app.command()
 def setup(force: bool = typer.Option(False, help="Prepare the default model again even if present.")) -> None:
-    """Create the data directory and database, and prepare the embedded default model."""
+    """Create the data directory and database, and prepare the embedded default model and the evaluation's
+    sentence-embedding model."""
+    from serving.evaluation.embedding import EmbeddingModelMissing, prepare_embedding_model
     from training.default_model import DefaultModelMissing, is_prepared, prepare_default_model
 
     s = settings()
@@ -39,8 +42,13 @@ def setup(force: bool = typer.Option(False, help="Prepare the default model agai
             except DefaultModelMissing as exc:
                 fail(str(exc))
         typer.echo(f"base model: {s.default_model_dir}")
+    try:
+        prepare_embedding_model(s.embedding_model_dir, force=force)
+        typer.echo(f"embedding model (evaluation): {s.embedding_model_dir}")
+    except EmbeddingModelMissing as exc:  # evaluation still runs, without reference similarity
+        typer.secho(f"warning: {exc}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"data directory: {s.data_dir}")
 
 
-for _area in (data, train, serve, feedback):
+for _area in (data, train, serve, feedback, eval_, deploy):
     app.add_typer(_area.app)

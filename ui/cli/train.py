@@ -159,10 +159,13 @@ def started(s, run_id: int, *, wait: bool, as_json: bool) -> None:
     """After a run is queued: say so at once, or with `wait` follow it to its end."""
     from training.queue import progress
 
+    info = progress(s, run_id)
+    if info.excluded_conversations and not as_json:
+        typer.echo(f"note: {info.excluded_conversations} conversation(s) of {info.dataset} left out: they are eval "
+                   "items, and an adapter is never trained on what it is judged on")
     if wait:
         follow(s, run_id, as_json=as_json)
         return
-    info = progress(s, run_id)
     if as_json:
         emit_json(info.to_json())
         return

@@ -201,6 +201,9 @@ def run_summary(run: dict, info: RunProgress) -> str:
         lines.append(f"⚠️ {html.escape(info.error)}")
     if run["status"] == "queued":
         lines.append("It starts when the run before it finishes.")
+    if info.excluded_conversations:
+        lines.append(f"{info.excluded_conversations} conversation(s) left out: they are eval items, and an adapter "
+                     "is never trained on what it is judged on.")
     return "\n\n".join(lines)
 
 
