@@ -30,6 +30,7 @@ import pytest
 from typer.testing import CliRunner
 
 from serving.chat import SamplingParams
+from serving.evaluation.embedding import prepare_embedding_model
 from serving.service import Serving
 from serving_helpers import free_port, wait_for
 from store import chats, ratings
@@ -79,6 +80,7 @@ def stack(default_model_dir, tmp_path_factory):
         for k, v in env.items():
             mp.setenv(k, v)
         s = Settings(_env_file=None)
+        prepare_embedding_model(s.embedding_model_dir)  # what `tuneloop setup` does: reference similarity
         logs = data / "round1.jsonl"
         logs.write_text("".join(json.dumps({"messages": [{"role": "system", "content": SYSTEM},
                                                          {"role": "user", "content": q},
@@ -258,7 +260,7 @@ def jsonl_chats(path, pairs):
 def evaluate(*args: str) -> dict:
     result = cli("eval", "run", *args, "--json")
     assert result.exit_code == 0, result.output
-    run = json.loads(result.output)
+    run = json.loads(result.stdout)
     assert run["status"] == "done", run
     return run
 
@@ -284,7 +286,7 @@ def test_an_eval_measures_the_corrected_round_better_than_its_parent_and_the_gat
 
     promoted = cli("deploy", "promote", "support-v2", "--to", "support", "--json")
     assert promoted.exit_code == 0, promoted.output
-    change = json.loads(promoted.output)
+    change = json.loads(promoted.stdout)
     assert (change["from"], change["to"], change["action"]) == ("support-v1", "support-v2", "promote")
     assert change["gate"]["passed"] and change["eval_run_id"] == run["id"]
     stack["shared"]["promote_eval"] = run["id"]
@@ -316,7 +318,7 @@ def test_a_round_trained_on_wrong_answers_is_evaluated_at_its_end_and_refused_by
           f"{base['check_pass_rates'][CHECK]:.0%}")
     refused = cli("deploy", "promote", "support-wrong", "--to", "support", "--json")
     assert refused.exit_code == 1, refused.output
-    gate = json.loads(refused.output)["gate"]
+    gate = json.loads(refused.stdout)["gate"]
     assert not gate["passed"] and any(not r["passed"] and not r["skipped"] for r in gate["results"])
     listed = cli("deploy", "list")
     assert "support: support-v2" in listed.output
