@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from store.adapters import get_adapter
+from store.erasure import tombstones
 from store.feedback import get_build, preference_counts, version_ratings
 from store.ratings import head_to_head
 from store.runs import RunNotFound, get_run
@@ -103,10 +104,12 @@ def _version(db: Database, version_id: int) -> dict | None:
         return None
     ids = [r[0] for r in db.execute(
         "select conversation_id from version_conversations where version_id = ? order by position", [version_id])]
-    out = {"id": row["id"], "ref": f"{row['dataset']}@{row['version']}", "kind": row["kind"],
+    ref = f"{row['dataset']}@{row['version']}"
+    out = {"id": row["id"], "ref": ref, "kind": row["kind"],
            "parent": f"{row['dataset']}@{row['parent_version']}" if row["parent_version"] else None,
            "created_at": row["created_at"], "note": row["note"], "conversation_count": len(ids),
-           "conversation_ids": ids}
+           "conversation_ids": ids,
+           "erasures": [{k: e[k] for k in ("id", "at", "by", "kind")} for e in tombstones(db, version=ref)]}
     if row["kind"] == "feedback":
         out["preference_counts"] = preference_counts(db, version_id)
         out["ratings"] = [{**r, "models": json.loads(r["models"] or "{}")} for r in version_ratings(db, version_id)]

@@ -392,3 +392,13 @@ def m005_evaluation(db: Database) -> None:
         pk="id", not_null={"kind", "value", "created_at"}, defaults={"created_by": ""},
     )
     db["grounding_allowlist"].create_index(["kind", "value"], unique=True)
+
+
+@migrations()
+def m012_erasures(db: Database) -> None:
+    # Tombstones of `tuneloop forget`: what kind of target, when, by whom, counts per place, versions
+    # touched and adapters to retrain. Never the erased value itself.
+    db["erasures"].create(
+        {"id": int, "at": str, "by": str, "kind": str, "plan": str, "versions": str, "adapters": str},
+        pk="id", not_null={"at", "kind"},
+    )

@@ -89,6 +89,9 @@ def _round(r: dict) -> list[str]:
         lines.append("  Data: unknown (no dataset version recorded)")
     else:
         lines.append(f"  Data: {d['ref']} ({d['kind']}): " + _contents(d))
+        for e in d.get("erasures") or []:
+            lines.append(f"    Erased {short_time(e['at'])} UTC by {e['by'] or '(unknown)'}: a customer's data "
+                         f"({e['kind']}); retrain to forget it in the weights too")
         lines += _feedback(d) if d["kind"] == "feedback" else _files(d)
     ab = r["ab"]
     vs = ab["opponent"] + (" (base model)" if ab["opponent_kind"] == "base" else "")

@@ -11,7 +11,7 @@ import os
 import typer
 
 from store.db import connect
-from ui.cli import data, deploy, feedback, serve, train
+from ui.cli import data, deploy, feedback, privacy, serve, train
 from ui.cli import eval as eval_
 from ui.cli.common import fail, settings
 
@@ -50,5 +50,5 @@ def setup(force: bool = typer.Option(False, help="Prepare the default model agai
     typer.echo(f"data directory: {s.data_dir}")
 
 
-for _area in (data, train, serve, feedback, eval_, deploy):
+for _area in (data, train, serve, feedback, eval_, deploy, privacy):
     app.add_typer(_area.app)
