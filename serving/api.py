@@ -19,13 +19,17 @@ from __future__ import annotations
 import hmac
 import json
 import time
+from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from serving.completion_stream import new_completion_id
+from serving.fleet import Rotation
+from serving.generation import with_defaults
+from serving.traffic_api import Traffic, feedback_routes
 from serving.vllm_args import server_url
 from store.adapters import list_adapters
 from store.db import connect
@@ -86,26 +90,53 @@ class _Allowed:
         return await run_in_threadpool(self._read_deployments)
 
 
-def create_api_router(settings: Settings, *, upstream_url: str | None = None,
-                      transport: httpx.AsyncBaseTransport | None = None) -> APIRouter:
-    """The /v1 routes; `upstream_url` defaults to the configured vLLM server."""
-    upstream = (upstream_url or server_url(settings)).rstrip("/")
+def create_api_router(settings: Settings, *, upstream_url: str | None = None, upstream_urls: list[str] | None = None,
+                      transport: httpx.AsyncBaseTransport | None = None, traffic: Traffic | None = None) -> APIRouter:
+    """The /v1 routes; `upstream_url` defaults to the configured vLLM server. With several `upstream_urls`
+    (vLLM replicas without a router, serving.fleet) a request none has started goes to the next one.
+    `traffic` (serving.traffic_api: API keys, capture, canary, /v1/feedback) is `router.traffic`; close it
+    at shutdown to flush the capture queue."""
+    rotation = Rotation([u.rstrip("/") for u in upstream_urls or [upstream_url or server_url(settings)]])
     allowed = _Allowed(settings)
     router = APIRouter(prefix="/v1", tags=["openai"])
+    traffic = router.traffic = traffic or Traffic(settings)
+    feedback_routes(router, traffic)
 
-    def client() -> httpx.AsyncClient:
+    def client(upstream: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=upstream, timeout=UPSTREAM_TIMEOUT, transport=transport)
+
+    async def send(method: str, path: str, **kwargs) -> tuple[httpx.AsyncClient, httpx.Response]:
+        """Send to the first upstream that takes the request (streamed: returns at the headers). An error
+        before the headers means no answer has started, so the next replica may take it; the last error
+        is raised when none does. A timeout is not retried: that replica may still be working on it."""
+        error: Exception | None = None
+        for upstream in rotation.order():
+            c = client(upstream)
+            try:
+                response = await c.send(c.build_request(method, path, **kwargs), stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                await c.aclose()
+                rotation.down(upstream)
+                error = exc
+                continue
+            except httpx.HTTPError:
+                await c.aclose()
+                raise
+            rotation.up(upstream)
+            return c, response
+        raise error or httpx.ConnectError("no upstream configured")
 
     def unavailable(exc: Exception) -> JSONResponse:
         return openai_error(503, f"the model server is not available (not running, or still starting): "
                                  f"{exc.__class__.__name__}", "service_unavailable")
 
     async def listed_models() -> list[dict] | JSONResponse:
-        async with client() as c:
-            try:
-                response = await c.get("/v1/models")
-            except httpx.HTTPError as exc:
-                return unavailable(exc)
+        try:
+            c, response = await send("GET", "/v1/models")
+        except httpx.HTTPError as exc:
+            return unavailable(exc)
+        await response.aread()
+        await c.aclose()
         if response.status_code != 200:
             return openai_error(502, f"the model server answered {response.status_code}", "upstream_error")
         names = await allowed.names()
@@ -125,14 +156,14 @@ def create_api_router(settings: Settings, *, upstream_url: str | None = None,
 
     @router.get("/models")
     async def models(request: Request):
-        if (denied := check_key(settings, request.headers.get("authorization"))) is not None:
+        if (denied := traffic.check_key(request)) is not None:
             return denied
         data = await listed_models()
         return data if isinstance(data, JSONResponse) else {"object": "list", "data": data}
 
     @router.get("/models/{model_id}")
     async def model(model_id: str, request: Request):
-        if (denied := check_key(settings, request.headers.get("authorization"))) is not None:
+        if (denied := traffic.check_key(request)) is not None:
             return denied
         data = await listed_models()
         if isinstance(data, JSONResponse):
@@ -145,7 +176,7 @@ def create_api_router(settings: Settings, *, upstream_url: str | None = None,
 
     @router.post("/chat/completions")
     async def chat_completions(request: Request):
-        if (denied := check_key(settings, request.headers.get("authorization"))) is not None:
+        if (denied := traffic.check_key(request)) is not None:
             return denied
         try:
             body = json.loads(await request.body())
@@ -166,37 +197,36 @@ def create_api_router(settings: Settings, *, upstream_url: str | None = None,
             if target not in names:
                 return openai_error(404, f"Deployment `{body['model']}` points to `{target}`, which is archived "
                                          "or no longer registered", "NotFoundError", param="model")
-            resolved = body["model"] = target
+            resolved = target
+        asked, deployment, arm = body["model"], (body["model"] if resolved else None), None
+        completion_id = new_completion_id()
+        if deployment:  # a canary takes its share of the deployment's requests (sticky per `user`)
+            routed, arm = traffic.route(deployment, resolved, body, completion_id)
+            if routed not in names:  # the canary's adapter was archived meanwhile
+                routed, arm = resolved, "main"
+            resolved = body["model"] = routed
+        # What the client left unset comes from the model's generation defaults (the chat tabs' too).
+        body = await run_in_threadpool(with_defaults, settings.db_path, body)
         # Which model answered a deployment name (the body's "model" field names it too).
         extra_headers = {"X-Tuneloop-Model": resolved} if resolved else {}
-        c = client()
-        try:
-            upstream_response = await c.send(c.build_request("POST", "/v1/chat/completions", json=body),
-                                             stream=True)
-        except httpx.HTTPError as exc:
-            await c.aclose()
-            return unavailable(exc)
-
-        async def close() -> None:
-            await upstream_response.aclose()
-            await c.aclose()
-
-        content_type = upstream_response.headers.get("content-type", "application/json")
-        if upstream_response.status_code == 200 and body.get("stream"):
-            return StreamingResponse(upstream_response.aiter_raw(), media_type=content_type,
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                              **extra_headers},
-                                     background=BackgroundTask(close))
-        content = await upstream_response.aread()
-        await close()
-        return Response(content, status_code=upstream_response.status_code, media_type=content_type,
-                        headers=extra_headers)
+        return await traffic.forward(request, body, asked=asked, deployment=deployment, arm=arm,
+                                     completion_id=completion_id, send=send, unavailable=unavailable,
+                                     headers=extra_headers)
 
     return router
 
 
 def create_api(settings: Settings, **kwargs) -> FastAPI:
     """A FastAPI app with the /v1 routes; the web app mounts Gradio on it (gr.mount_gradio_app)."""
-    app = FastAPI(title="tuneloop", version="1", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(create_api_router(settings, **kwargs))
+    router = create_api_router(settings, **kwargs)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        # The capture queue is flushed before the process ends (Ctrl-C, SIGTERM: uvicorn's shutdown).
+        await run_in_threadpool(router.traffic.close)
+
+    app = FastAPI(title="tuneloop", version="1", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.include_router(router)
+    app.state.traffic = router.traffic
     return app

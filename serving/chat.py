@@ -54,6 +54,25 @@ class SamplingParams:
         return kwargs
 
 
+class StreamEnd(str):
+    """The last item `ChatClient.stream` yields: no text (an empty string, so joining the pieces still gives
+    the answer), and why the answer ended: `finish_reason` "stop" (the model finished), "length" (cut off
+    at max_tokens, which `max_tokens` repeats) or None when the server did not say."""
+
+    finish_reason: str | None
+    max_tokens: int | None
+
+    def __new__(cls, finish_reason: str | None, max_tokens: int | None = None):
+        end = super().__new__(cls, "")
+        end.finish_reason = finish_reason
+        end.max_tokens = max_tokens
+        return end
+
+    @property
+    def cut_off(self) -> bool:
+        return self.finish_reason == "length"
+
+
 class ChatClient:
     """Chat with the base model or an adapter on a vLLM server (or the app's own OpenAI API).
 
@@ -79,7 +98,8 @@ class ChatClient:
             raise self._explain(exc, None) from None
 
     def stream(self, model: str, messages: list[dict], params: SamplingParams = SamplingParams()) -> Iterator[str]:
-        """Yield the answer's text pieces as they arrive."""
+        """Yield the answer's text pieces as they arrive, then a `StreamEnd` saying why it ended."""
+        finish = None
         try:
             stream = self._client.chat.completions.create(model=model, messages=messages, stream=True,
                                                           **params.request_kwargs())
@@ -87,8 +107,11 @@ class ChatClient:
                 for chunk in stream:
                     if chunk.choices and chunk.choices[0].delta.content:
                         yield chunk.choices[0].delta.content
+                    if chunk.choices and chunk.choices[0].finish_reason:
+                        finish = chunk.choices[0].finish_reason
         except openai.OpenAIError as exc:
             raise self._explain(exc, model) from None
+        yield StreamEnd(finish, params.max_tokens)
 
     def complete(self, model: str, messages: list[dict], params: SamplingParams = SamplingParams()) -> str:
         return "".join(self.stream(model, messages, params))

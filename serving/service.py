@@ -22,6 +22,7 @@ from serving.adapters import AdapterManager, ModelStatus, ServerUnavailable
 from serving.api import create_api
 from serving.chat import ChatClient, SamplingParams
 from serving.evaluation.auto import AutoEvaluator
+from serving.fleet import FleetAdmin, fleet_health, health_line, is_fleet, probe_replica, upstreams
 from serving.vllm_args import command_for, server_url
 from serving.vllm_process import Supervisor, VllmStartError, probe, wait_until_ready
 from store.adapters import list_adapters
@@ -41,14 +42,18 @@ class Serving:
         self.settings = settings
         self.poll_s = poll_s
         self.ready_timeout = ready_timeout
-        self.external = bool(settings.vllm_url)
-        self.url = server_url(settings)
+        # Several vLLM replicas (serving.fleet): nothing started here, nothing hot-loaded.
+        self.fleet = is_fleet(settings)
+        self.external = bool(settings.vllm_url) or self.fleet
+        self.url = upstreams(settings)[0] if self.fleet else server_url(settings)
+        self._fleet_lines: dict[str, str] = {}
         self.supervisor = supervisor
         if self.supervisor is None and not self.external:
             command = command_for(settings)
             self.supervisor = Supervisor(command, log_path=self.log_path, served_name=settings.served_base_name,
                                          on_ready=self._on_server_ready, ready_timeout=ready_timeout)
         self.last_load_failures: dict[str, str] = {}
+        self._traffic: list = []  # the APIs' serving.traffic_api.Traffic, flushed at stop()
         self._attached = threading.Event()  # external server: answered and adapters loaded
         self._attach_error = ""
         self._seen: set[str] = set()
@@ -73,7 +78,8 @@ class Serving:
             return "failed"
         if not self._attached.is_set():
             return "starting"
-        return "ready" if probe(self.url, self.settings.served_base_name) == "ready" else "down"
+        urls = upstreams(self.settings) if self.fleet else [self.url]
+        return "ready" if any(probe(u, self.settings.served_base_name) == "ready" for u in urls) else "down"
 
     @property
     def error(self) -> str:
@@ -118,8 +124,11 @@ class Serving:
             raise VllmStartError(self._attach_error)
 
     def stop(self) -> None:
-        """Stop the watcher and the vLLM server this object started (an external one is left alone)."""
+        """Stop the watcher and the vLLM server this object started (an external one is left alone).
+        The API's capture queue is flushed first, so no answer already given goes unrecorded."""
         self._stop.set()
+        for traffic in self._traffic:
+            traffic.close()
         self.evaluator.stop()
         if self._watcher is not None:
             self._watcher.join(timeout=30)
@@ -138,10 +147,13 @@ class Serving:
 
     def manager(self) -> AdapterManager:
         """A fresh manager (its own HTTP client): use one per thread, as a context manager."""
-        return AdapterManager(self.settings, self.url)
+        return AdapterManager(self.settings, self.url, admin=FleetAdmin(self.settings) if self.fleet else None)
 
     def _on_server_ready(self) -> None:
         """After every (re)start: load all registered adapters; the watcher takes newer ones from here."""
+        if self.fleet:  # the replicas load published adapters on first use
+            self.log_fleet_health()
+            return
         with self._lock, self.manager() as m:
             with connect(self.settings.db_path) as db:
                 self._seen = {r["name"] for r in list_adapters(db)}
@@ -151,6 +163,9 @@ class Serving:
 
     def sync_adapters(self) -> dict[str, str]:
         """Load adapters registered since the last look and unload archived ones; {name: error} of failures."""
+        if self.fleet:
+            self.log_fleet_health()
+            return {}
         with self._lock, self.manager() as m:
             with connect(self.settings.db_path) as db:
                 rows = list_adapters(db)
@@ -205,8 +220,20 @@ class Serving:
 
     # ------------------------------------------------------------ chat and the API
 
+    def log_fleet_health(self) -> None:
+        """A line per replica in the serve log when its health changes (up/down, adapters loaded)."""
+        for h in fleet_health(self.settings):
+            line = health_line(h)
+            key = f"{h.up} {sorted(h.models)}"
+            if self._fleet_lines.get(h.url) != key:
+                self._fleet_lines[h.url] = key
+                (log.info if h.up else log.warning)("%s", line)
+
     def chat_client(self) -> ChatClient:
-        return ChatClient(self.url, server_state=lambda: self.state)
+        url = self.url
+        if self.fleet and not self.settings.router_url.strip():  # no router: the first replica that is up
+            url = next((u for u in upstreams(self.settings) if probe_replica(u, timeout=1.0).up), self.url)
+        return ChatClient(url, server_state=lambda: self.state)
 
     def stream(self, model: str, messages: list[dict], params: SamplingParams = SamplingParams()) -> Iterator[str]:
         """Stream one answer; raises serving.chat.ChatError with a message for the user."""
@@ -218,4 +245,9 @@ class Serving:
 
     def create_api(self) -> FastAPI:
         """The app's OpenAI-compatible API; the web app mounts its UI on the returned FastAPI app."""
-        return create_api(self.settings, upstream_url=self.url)
+        if self.fleet:
+            app = create_api(self.settings, upstream_urls=upstreams(self.settings))
+        else:
+            app = create_api(self.settings, upstream_url=self.url)
+        self._traffic.append(app.state.traffic)  # stop() flushes its capture queue
+        return app

@@ -41,6 +41,16 @@ def next_version(db: Database, family: str) -> int:
     return (row[0] or 0) + 1
 
 
+def family_for(dataset_spec: str, parent: dict | None) -> str:
+    """The family a run's adapter joins: its parent's, or the dataset's name as a slug ("support@2" -> "support")."""
+    return parent["family"] if parent else slug(dataset_spec.partition("@")[0])
+
+
+def automatic_name(db: Database, family: str) -> str:
+    """The name a run's adapter gets when none is given: "<family>-v<next version>" (training.worker)."""
+    return f"{family}-v{next_version(db, family)}"
+
+
 def register_adapter(db: Database, *, name: str, family: str, version: int, base_model: str, path: str,
                      rank: int, run_id: int | None, dataset_version_id: int | None,
                      parent_id: int | None, meta: dict | None = None) -> int:

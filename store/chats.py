@@ -118,3 +118,43 @@ def conversation_until(db: Database, message_id: int) -> list[dict]:
     system = json.loads(rows[-1]["settings"] or "{}").get("system_prompt") or ""
     messages = [{"role": r["role"], "content": r["content"]} for r in rows]
     return ([{"role": "system", "content": system}] if system else []) + messages
+
+
+def record_thread(db: Database, *, user: str, history: list[dict], answer: str, model: str, settings: dict) -> int:
+    """Store a whole conversation that happened elsewhere (a /v1 API call) as a new single-chat session:
+    `history` (user/assistant messages, oldest first) chained, then `answer`; returns the answer's id.
+
+    `settings["system_prompt"]` is the conversation's system prompt, as for a Chat tab answer.
+    """
+    with write_transaction(db):
+        session_id = create_session(db, user=user, mode="single", system_prompt=settings.get("system_prompt", ""))
+        parent = None
+        for m in history:
+            parent = _add_message(db, session_id, m["role"], m["content"], parent_id=parent)
+        return _add_message(db, session_id, "assistant", answer, parent_id=parent, model=model, settings=settings)
+
+
+def latest_session(db: Database, *, user: str, mode: str) -> int | None:
+    """The id of `user`'s newest chat session of `mode` ("single" or "ab") that has a message, or None."""
+    rows = list(db.query(
+        """select s.id from chat_sessions s where s.user = ? and s.mode = ?
+           and exists (select 1 from chat_messages m where m.session_id = s.id)
+           order by s.id desc limit 1""", [user, mode]))
+    return rows[0]["id"] if rows else None
+
+
+def get_session(db: Database, session_id: int) -> dict | None:
+    """The session row (id, user, mode, system_prompt, created_at), or None."""
+    rows = list(db.query("select * from chat_sessions where id = ?", [session_id]))
+    return rows[0] if rows else None
+
+
+def session_messages(db: Database, session_id: int) -> list[dict]:
+    """Every message of a session, oldest first, settings decoded."""
+    return [{**r, "settings": json.loads(r["settings"] or "{}")} for r in db.query(
+        "select * from chat_messages where session_id = ? order by id", [session_id])]
+
+
+def session_ab_turns(db: Database, session_id: int) -> list[dict]:
+    """The A/B turns of a session, oldest first."""
+    return list(db.query("select * from ab_turns where session_id = ? order by id", [session_id]))

@@ -99,11 +99,13 @@ def create_version(
     note: str = "",
     parent: VersionRef | None = None,
     include_parent: bool = True,
+    redaction: dict | None = None,
 ) -> tuple[VersionRef, int, int]:
     """Write a new version of `dataset` (created if new) from `conversations`.
 
     The version extends `parent` (by default the dataset's latest version) with every conversation
-    not already in it. Returns (version, added, already_present). Runs in the caller's transaction
+    not already in it. Returns (version, added, already_present). `redaction` is how the new
+    conversations were redacted (RedactionSettings.to_record()), kept on the version. Runs in the caller's transaction
     when there is one; wrap the call in `write_transaction(db)` so a failure part-way leaves nothing behind.
     """
     dataset = validate_dataset_name(dataset)
@@ -120,6 +122,7 @@ def create_version(
         version_id = db["dataset_versions"].insert({
             "dataset_id": dataset_id, "version": number, "parent_id": parent.id if parent else None,
             "kind": kind, "sources": json.dumps(sources or []), "note": note, "created_at": now(),
+            **({"redaction": json.dumps(redaction)} if redaction is not None else {}),
         }).last_pk
         position = 0
         if parent is not None and include_parent:
@@ -174,7 +177,7 @@ def list_datasets(db: Database) -> list[dict]:
     for row in db.query(
         """select d.id as dataset_id, d.name, d.created_at as dataset_created_at, v.id, v.version,
                   v.parent_id, p.version as parent_version, v.kind, v.sources, v.note,
-                  v.conversation_count, v.created_at
+                  v.conversation_count, v.created_at, v.redaction
            from datasets d left join dataset_versions v on v.dataset_id = d.id
            left join dataset_versions p on p.id = v.parent_id
            order by d.name, v.version desc"""
@@ -187,6 +190,7 @@ def list_datasets(db: Database) -> list[dict]:
                 "parent": f"{row['name']}@{row['parent_version']}" if row["parent_version"] else None,
                 "kind": row["kind"], "sources": json.loads(row["sources"] or "[]"), "note": row["note"],
                 "conversations": row["conversation_count"], "created_at": row["created_at"],
+                "redaction": json.loads(row["redaction"]) if row["redaction"] else None,
             })
     return list(out.values())
 
@@ -204,6 +208,12 @@ def iter_version_conversations(db: Database, version_id: int, *, limit: int | No
 def version_conversation_count(db: Database, version_id: int) -> int:
     """How many conversations a dataset version holds (its own and those it extends)."""
     return db.execute("select count(*) from version_conversations where version_id = ?", [version_id]).fetchone()[0]
+
+
+def version_redaction(db: Database, version_id: int) -> dict | None:
+    """How a version's imported conversations were redacted ({"enabled": ..., "types": ...}); None if unrecorded."""
+    row = db.execute("select redaction from dataset_versions where id = ?", [version_id]).fetchone()
+    return json.loads(row[0]) if row and row[0] else None
 
 
 def has_imported_versions(db: Database, dataset: str) -> bool:

@@ -90,3 +90,15 @@ def write_transaction(db: Database) -> Iterator[Database]:
         raise
     else:
         db.execute("COMMIT")
+
+
+def open_shared(path: Path | str) -> Database:
+    """Like `open_db`, but usable from any thread: for the API's small reads on every request (key checks,
+    deployment settings), where opening a connection each time would cost more than the read. Callers
+    serialise their use of it (one lock per connection)."""
+    open_db(path).close()  # created and migrated
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    db = Database(conn)
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA foreign_keys = ON")
+    return db

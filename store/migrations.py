@@ -402,3 +402,127 @@ def m012_erasures(db: Database) -> None:
         {"id": int, "at": str, "by": str, "kind": str, "plan": str, "versions": str, "adapters": str},
         pk="id", not_null={"at", "kind"},
     )
+
+
+@migrations()
+def m010_traffic(db: Database) -> None:
+    """Production traffic through /v1: captured completions, named API keys, and per deployment the
+    capture switch and the canary (a second adapter taking a share of its requests)."""
+    db["traffic"].create(
+        {
+            "id": str,  # the completion id the client got ("chatcmpl-tl..."): what /v1/feedback names
+            "created_at": str,  # when the request arrived
+            "finished_at": str,
+            "model": str,  # the model name the client asked for (a deployment, an adapter or the base model)
+            "deployment": str,  # set when `model` was a deployment name
+            "adapter": str,  # the served model that answered (adapter name or the base model's name)
+            "arm": str,  # main | canary, for a deployment's requests; NULL otherwise
+            "messages": str,  # JSON: the request's messages
+            "params": str,  # JSON: every other request field (temperature, max_tokens, ...)
+            "stream": int,
+            "answer": str,  # the assembled answer, exactly as the client received it
+            "finish_reason": str,
+            "status": str,  # complete | partial (client went away mid-stream) | error
+            "error": str,
+            "http_status": int,
+            "ttft_ms": float,  # time to the first answer token (streams) or to the whole answer
+            "latency_ms": float,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "total_tokens": int,
+            "api_key": str,  # the key's name, never the key
+            "user": str,  # OpenAI's `user` field
+            "metadata": str,  # JSON: OpenAI's `metadata` (e.g. a ticket id)
+            "message_id": int,  # the chat message it became once rated (store.traffic.as_chat_message)
+            "judge_score": float,  # 0..1 when a judge scored it; NULL otherwise
+        },
+        pk="id",
+        foreign_keys=[("message_id", "chat_messages", "id")],
+        not_null={"created_at", "model", "status"},
+        defaults={"messages": "[]", "params": "{}", "stream": 0, "answer": "", "metadata": "{}"},
+    )
+    for cols in (["created_at"], ["deployment", "arm", "created_at"], ["adapter"], ["message_id"]):
+        db["traffic"].create_index(cols)
+    db["api_keys"].create(
+        {
+            "id": int,
+            "name": str,
+            "lookup": str,  # the key's public id (its first part), to find the row without the secret
+            "salt": str,
+            "hash": str,  # hex HMAC-SHA256(salt, key)
+            "source": str,  # created | env (TUNELOOP_API_KEY)
+            "created_at": str,
+            "created_by": str,
+            "revoked_at": str,
+            "revoked_by": str,
+            "use_count": int,
+            "last_used_at": str,
+        },
+        pk="id", not_null={"name", "lookup", "salt", "hash", "source", "created_at"},
+        defaults={"use_count": 0, "created_by": "", "source": "created"},
+    )
+    db["api_keys"].create_index(["name"], unique=True)
+    db["api_keys"].create_index(["lookup"], unique=True)
+    # What /v1/feedback received, as sent (score and comment have no rating kind); the thumb and the
+    # correction are also ratings (rating_ids), which is what feedback builds read.
+    db["traffic_feedback"].create(
+        {"id": int, "completion_id": str, "rater": str, "api_key": str, "thumb": str, "score": float,
+         "correction": str, "comment": str, "rating_ids": str, "created_at": str},
+        pk="id", foreign_keys=[("completion_id", "traffic", "id")], not_null={"completion_id", "created_at"},
+        defaults={"rating_ids": "[]"},
+    )
+    db["traffic_feedback"].create_index(["completion_id"])
+    db["deployments"].add_column("capture", int, not_null_default=1)
+    db["deployments"].add_column("canary_target", str)  # adapter name (or the base model's) taking a share
+    db["deployments"].add_column("canary_share", float)
+    db["deployments"].add_column("canary_started_at", str)
+    db["deployments"].add_column("canary_by", str)
+
+
+@migrations()
+def m008_import_profiles(db: Database) -> None:
+    # A named import profile: the import options (format, JSON mapping, columns, roles) saved once
+    # and reused on the next export of the same shape (`tuneloop import FILE --profile NAME`).
+    db["import_profiles"].create(
+        {"name": str, "options": str, "note": str, "created_at": str, "updated_at": str},  # options: JSON object
+        pk="name", not_null={"options", "created_at", "updated_at"}, defaults={"note": ""},
+    )
+
+
+@migrations()
+def m006_privacy(db: Database) -> None:
+    # How each dataset version's data was redacted on import (JSON: enabled, types, off, patterns,
+    # allowed_values count; never a redacted value). NULL for versions written before redaction existed
+    # and for builds that are not imports; {"enabled": false, ...} records an explicit --no-redact.
+    db["dataset_versions"].add_column("redaction", str)
+
+
+@migrations()
+def m009_base_models(db: Database) -> None:
+    """Local base model directories registered to train on (`tuneloop models add`), checked when added."""
+    db["base_models"].create(
+        {
+            "id": int,
+            "name": str,  # what users pick it by
+            "path": str,  # the model directory (absolute)
+            "architecture": str,  # config.json's architectures[0]
+            "max_len": int,  # config.json's max_position_embeddings (or the like); NULL when unknown
+            "check": str,  # JSON: what the servability check found (training.base_models.ModelCheck)
+            "added_at": str,
+            "added_by": str,
+        },
+        pk="id", not_null={"name", "path", "added_at"}, defaults={"check": "{}", "added_by": ""},
+    )
+    db["base_models"].create_index(["name"], unique=True)
+    db["base_models"].create_index(["path"], unique=True)
+
+
+@migrations()
+def m007_generation_defaults(db: Database) -> None:
+    """Generation defaults per served model (an adapter, the base model, later a deployment): what the chat
+    tabs start from and what the /v1 API uses when a client does not set it. NULL: the app's own default."""
+    db["generation_defaults"].create(
+        {"model": str, "temperature": float, "max_tokens": int, "system_prompt": str, "updated_at": str,
+         "updated_by": str},
+        pk="model", not_null={"updated_at"}, defaults={"updated_by": ""},
+    )

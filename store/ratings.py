@@ -205,7 +205,7 @@ def _verdicts(db: Database):
 def recent_ratings(db: Database, limit: int = 50) -> list[dict]:
     """The latest ratings, newest first, for the Feedback tab's table."""
     return list(db.query(
-        """select r.id, r.kind, r.value, r.user, r.models, r.updated_at, m.model,
+        """select r.id, r.kind, r.value, r.user, r.models, r.updated_at, m.model, r.context,
                   coalesce(m.content, '') as answer
            from ratings r left join chat_messages m on m.id = r.message_id
            order by r.updated_at desc, r.id desc limit ?""", [limit]))

@@ -167,6 +167,17 @@ def mark_failed(db: Database, run_id: int, error: str, *, log_tail: str | None =
     mark_finished(db, run_id, "failed", error=error, log_tail=log_tail)
 
 
+def requeue(db: Database, run_id: int) -> None:
+    """Queue a failed or cancelled run again (to resume from its checkpoint): its end, error and cancel are cleared."""
+    with write_transaction(db):
+        run = get_run(db, run_id)
+        if run["status"] not in ("failed", "cancelled"):
+            raise ValueError(f"run {run_id} is {run['status']}; only a failed or cancelled run can resume")
+        db.execute("""update runs set status = 'queued', pid = null, started_at = null, finished_at = null,
+                      error = null, log_tail = null, cancel_requested = 0, keep_checkpoint = 0 where id = ?""",
+                   [run_id])
+
+
 def pending_adapter_names(db: Database) -> set[str]:
     """Adapter names chosen by queued or running runs (so a new run does not pick the same)."""
     return {r[0] for r in db.execute("select name from runs where status in ('queued', 'running') and name != ''")

@@ -1,4 +1,5 @@
-"""A temporary SQLite table on disk for sorting more rows than fit in memory (CSV imports group rows by conversation)."""
+"""Temporary SQLite tables on disk for more rows than fit in memory: sorting (CSV imports group rows by
+conversation) and lookup by key (reply-linked imports follow chains by id)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,36 @@ class ScratchSort:
         self._db.close()
 
     def __enter__(self) -> "ScratchSort":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ScratchIndex:
+    """Rows of `width` values looked up by a text key (reply-linked imports follow chains by id).
+
+    Like ScratchSort, a private temporary SQLite database that spills to disk and is deleted on close.
+    """
+
+    def __init__(self, width: int):
+        self.width = width
+        self._db = sqlite3.connect("")
+        cols = ", ".join(f"c{i}" for i in range(width))
+        self._db.execute(f"create table r (k text primary key, {cols})")
+
+    def add(self, rows: Iterable[tuple]) -> None:
+        """Add (key, value1, ... value_width) rows; a key already present keeps its first row."""
+        self._db.executemany(f"insert or ignore into r values (?, {', '.join('?' * self.width)})", rows)
+
+    def get(self, key: str) -> tuple | None:
+        row = self._db.execute("select * from r where k = ?", [key]).fetchone()
+        return row[1:] if row else None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "ScratchIndex":
         return self
 
     def __exit__(self, *exc) -> None:

@@ -80,7 +80,26 @@ class Settings(BaseSettings):
     """Port of the web app and its OpenAI-compatible API (under /v1)."""
 
     api_key: str = ""
-    """Key clients must send as a Bearer token to /v1. Empty: the /v1 API refuses every request."""
+    """Key clients must send as a Bearer token to /v1 (the key named "default"; `tuneloop keys create` adds
+    more). Empty and no other key: the /v1 API refuses every request."""
+
+    capture: bool = True
+    """Store every /v1 chat completion for review and the next round (off per deployment with
+    `tuneloop deploy capture NAME --off`)."""
+
+    capture_redact: bool = True
+    """Pass captured traffic through the redaction engine (store.redaction, the imports' defaults) before it
+    is stored; the client still gets the answer as the model wrote it."""
+
+    capture_retention_days: float = Field(default=30, ge=0)
+    """Captured traffic older than this that no rating, eval set or dataset uses is deleted. 0: kept forever."""
+
+    api_max_request_bytes: int = Field(default=4_000_000, ge=1024)
+    """Largest /v1 request body accepted; a bigger one is refused with 413."""
+
+    admins: str = ""
+    """With logins on: the users (comma-separated) who may manage API keys in the browser. Empty: the
+    first user of TUNELOOP_USERS. Without logins (loopback only) whoever opens the app may."""
 
     users: str = ""
     """Optional logins for the web app, as 'name:password,name2:password2'. Empty: no login."""
@@ -103,6 +122,35 @@ class Settings(BaseSettings):
 
     eval_max_tokens: int = Field(default=160, ge=16)
     """Longest answer an evaluation asks for, in tokens."""
+
+    checkpoint_budget_mb: float = Field(default=2048, ge=0)
+    """Disk kept for the checkpoints of failed and cancelled runs (to resume them), newest runs first, in MB.
+    0: runs save no checkpoints and cannot be resumed."""
+
+    # --- beyond one machine (docs/scaling-out.md) ---
+    replica_urls: str = ""
+    """vLLM replicas to serve from, as 'http://gpu1:8000,http://gpu2:8000' (started with the filesystem LoRA
+    resolver over the adapter store). Set: no local vLLM is started and nothing is hot-loaded."""
+
+    router_url: str = ""
+    """A router in front of the replicas (vllm-router or any OpenAI-compatible balancer); /v1 goes through it."""
+
+    adapter_store: str = ""
+    """Where each adapter version is published under its name for the replicas (their
+    VLLM_LORA_RESOLVER_CACHE_DIR): a shared directory, or an fsspec URL (s3://...) the replicas mount."""
+
+    replica_model: str = ""
+    """The --model value the replicas were started with: vLLM's resolver loads only adapters whose
+    base_model_name_or_path equals it. Empty: base_model_path."""
+
+    ray_address: str = ""
+    """Ray cluster's dashboard address (http://head:8265): training runs are submitted there as Ray jobs."""
+
+    ray_num_cpus: float = Field(default=1, ge=0)
+    """CPUs a Ray training job asks for (entrypoint_num_cpus)."""
+
+    ray_num_gpus: float = Field(default=0, ge=0)
+    """GPUs a Ray training job asks for (entrypoint_num_gpus)."""
 
     @field_validator("max_lora_rank")
     @classmethod
@@ -167,3 +215,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"TUNELOOP_USERS entry {item!r} must be name:password")
             pairs.append((name, password))
         return pairs
+
+    def admin_names(self) -> set[str]:
+        """Who may manage API keys in the browser when logins are on (see `admins`)."""
+        named = {n.strip() for n in self.admins.split(",") if n.strip()}
+        if named:
+            return named
+        pairs = self.login_pairs()
+        return {pairs[0][0]} if pairs else set()

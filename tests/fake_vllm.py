@@ -27,7 +27,9 @@ class FakeVllm(ThreadingHTTPServer):
         self.served_name = served_name
         self.adapters: dict[str, str] = {}
         self.refuse_loads = ""  # set to a message to make every adapter load fail with a 500
+        self.answer_delay = 0.0  # seconds each chat completion waits before answering (to watch progress)
         self.requests: list[tuple[str, str, dict]] = []
+        self.word_delay = 0.0  # seconds between streamed words (a slow model, for disconnect tests)
 
     @property
     def url(self) -> str:
@@ -106,8 +108,13 @@ class Handler(BaseHTTPRequestHandler):
             model = body.get("model")
             if model != s.served_name and model not in s.adapters:
                 return self._error(404, f"The model `{model}` does not exist.")
+            if s.answer_delay:
+                time.sleep(s.answer_delay)
             user = [m["content"] for m in body.get("messages", []) if m.get("role") == "user"]
             words = f"{model}: {user[-1] if user else ''}".split(" ")
+            # Like vLLM, an answer longer than max_tokens is cut there, with finish_reason "length".
+            cut = isinstance(body.get("max_tokens"), int) and len(words) > body["max_tokens"]
+            words = words[:body["max_tokens"]] if cut else words
             if body.get("stream"):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
@@ -115,9 +122,16 @@ class Handler(BaseHTTPRequestHandler):
                 for i, w in enumerate(words):
                     chunk = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": model,
                              "choices": [{"index": 0, "delta": {"content": w if i == 0 else " " + w},
-                                          "finish_reason": None}]}
+                                          "finish_reason": ("length" if cut else "stop") if i == len(words) - 1 else None}]}
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     self.wfile.flush()
+                    if s.word_delay:
+                        time.sleep(s.word_delay)
+                if (body.get("stream_options") or {}).get("include_usage"):  # vLLM's usage-only last chunk
+                    usage = {"prompt_tokens": 1, "completion_tokens": len(words), "total_tokens": 1 + len(words)}
+                    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": model,
+                             "choices": [], "usage": usage}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.write(b"data: [DONE]\n\n")
             else:
                 self._json(200, {"id": "x", "object": "chat.completion", "created": 1, "model": model,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from store.redaction import RedactionSettings
 from training.importers import (Conversation, ImportOptions, Record, Reject, html_to_text, open_import,
                                 parse_alpaca, parse_intercom, parse_openai, parse_sharegpt, parse_zendesk)
 from training.importers.pipeline import finish
@@ -22,16 +23,22 @@ OPTIONS = {
     "sharegpt.jsonl": ImportOptions(role_map={"customer": "user", "helpdesk_bot": "assistant"}),
     "tickets_de.txt": ImportOptions(transcript_separator="=== Ticket",
                                     transcript_labels={"Kunde": "user", "Mitarbeiter": "assistant"}),
+    "email_threads.jsonl": ImportOptions(agent_accounts=("support@northwind.example", "billing@northwind.example")),
+    "dialogs_mapped.json": ImportOptions(json_map={"turns": "dialogContent", "speaker": "keys(@)[0]",
+                                                   "text": "values(@)[0]", "append_assistant": "lastAgentTurn",
+                                                   "id": "dialogId"}),
 }
 FORMAT_OF = {
     "openai.jsonl": "openai", "sharegpt.json": "sharegpt", "sharegpt.jsonl": "sharegpt", "alpaca.json": "alpaca",
     "support_long.csv": "csv", "helpdesk_unsorted.csv": "csv", "faq.tsv": "csv", "transcripts.txt": "transcript",
     "tickets_de.txt": "transcript", "zendesk.json": "zendesk", "intercom.json": "intercom",
+    "twitter_care.csv": "replies", "email_threads.jsonl": "replies", "dialogs_mapped.json": "mapped",
 }
 
 
 def imported(path: Path, options: ImportOptions) -> tuple[list, list]:
-    stream = open_import(path, options)
+    # These check parsing fidelity against expected.json; redaction on import is tests/test_redaction_import.py.
+    stream = open_import(path, options, redaction=RedactionSettings.off())
     items = list(stream)
     return [i for i in items if isinstance(i, Conversation)], [i for i in items if not isinstance(i, Conversation)]
 

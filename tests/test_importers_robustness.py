@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from store.redaction import RedactionSettings
 from training.importers import (Conversation, ImportFileError, ImportOptions, ImportWarning, Reject, open_import)
 from training.importers.decode import SAMPLE_BYTES
 
@@ -32,7 +33,8 @@ def write(tmp_path: Path, name: str, data: bytes | str) -> Path:
 
 
 def read(path: Path, **options) -> tuple[object, list]:
-    stream = open_import(path, ImportOptions(**options))
+    # Decoding is checked on the raw text ("Señor Muñoz"); redaction is tests/test_redaction_import.py.
+    stream = open_import(path, ImportOptions(**options), redaction=RedactionSettings.off())
     return stream, list(stream)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fake_vllm import FakeVllm
-from serving.chat import ChatClient, ChatError, SamplingParams
+from serving.chat import ChatClient, ChatError, SamplingParams, StreamEnd
 from serving_helpers import free_port
 
 
@@ -19,7 +19,8 @@ def test_streams_pieces_and_sends_sampling_params(server):
     client = ChatClient(server.url)
     params = SamplingParams(temperature=0, top_p=0.9, max_tokens=7, stop=("\n\n",), seed=1, extra={"top_k": 5})
     pieces = list(client.ask("base", "hi there", system_prompt="Be kind.", params=params))
-    assert pieces == ["base:", " hi", " there"]
+    assert pieces == ["base:", " hi", " there", ""]
+    assert isinstance(pieces[-1], StreamEnd) and pieces[-1].finish_reason == "stop" and not pieces[-1].cut_off
     body = [b for m, p, b in server.requests if p == "/v1/chat/completions"][-1]
     assert body["messages"] == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi there"}]
     assert (body["temperature"], body["top_p"], body["max_tokens"], body["stop"], body["seed"], body["top_k"]) == \
@@ -27,6 +28,11 @@ def test_streams_pieces_and_sends_sampling_params(server):
     assert body["stream"] is True
     assert client.models() == ["base"]
     client.close()
+
+
+def test_an_answer_cut_at_max_tokens_says_so(server):
+    end = list(ChatClient(server.url).ask("base", "one two three four five", params=SamplingParams(max_tokens=3)))[-1]
+    assert isinstance(end, StreamEnd) and end.cut_off and end.max_tokens == 3
 
 
 def test_unknown_model_is_a_clear_error(server):

@@ -39,9 +39,14 @@ def req(user=None):
     return SimpleNamespace(username=user)
 
 
+def shown(x):
+    """A chatbot output as the messages it shows (handlers send gr.update(value=..., feedback_value=...))."""
+    return x["value"] if isinstance(x, dict) and "value" in x else x
+
+
 def run(gen):
-    """All yields of a handler; the last is what the browser ends up with."""
-    return list(gen)
+    """All yields of a handler, chatbot updates as their messages; the last is what the browser ends up with."""
+    return [tuple(shown(x) for x in out) for out in gen]
 
 
 def send(ctx, message, history, state, model=BASE, system="", user="maria"):
@@ -137,7 +142,7 @@ def test_compare_streams_both_sides_and_the_vote_is_stored_with_both_models(ctx)
 def test_blind_mode_hides_names_until_the_vote_and_randomises_sides(ctx):
     sides = {tuple(assign_sides("x", "y", True, random.Random(seed)).values()) for seed in range(20)}
     assert sides == {("x", "y"), ("y", "x")}
-    outs = run(tab_compare.ab_send(ctx, "Hi", [], [], None, BASE, "support-v1", True, "", 0.7, 1.0, 64, "b1", req()))
+    outs = list(tab_compare.ab_send(ctx, "Hi", [], [], None, BASE, "support-v1", True, "", 0.7, 1.0, 64, "b1", req()))
     first = outs[0]
     assert first[0]["label"] == "A" and first[1]["label"] == "B"
     state = outs[-1][3]

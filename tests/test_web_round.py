@@ -70,9 +70,19 @@ def test_too_few_ratings_are_refused_on_the_page_with_what_is_needed(ctx):
     rate(ctx, 1, 0)
     text, left_out, ref, button = tab_round.build(ctx, "dpo", "last", 0.2, "support-v1", "lead", dry_run=False)
     assert ref is None and button["interactive"] is False
-    assert text.startswith("⚠️ **Nothing was built.**") and "8" in text  # DPO needs 8 pairs
+    assert text.startswith("⚠️ **Not built: not enough ratings yet.**") and "8" in text  # DPO needs 8 pairs
+    assert "each A/B vote with a winner gives one pair" in text  # how DPO pairs are counted
     with connect(ctx.settings.db_path) as db:
         assert last_build(db) is None
+
+
+def test_an_automatic_preview_says_which_method_is_closest_and_what_each_needs(ctx):
+    rate(ctx, 3, 1)
+    text, left_out, ref, _ = tab_round.build(ctx, "auto", "last", 0.2, "support-v1", "lead", dry_run=True)
+    assert ref is None and text.startswith("**Preview: not enough ratings yet.**") and "Nothing was built" not in text
+    assert "closest: **" in text and "**SFT** needs" in text and "**KTO** needs" in text and "**DPO** needs" in text
+    assert "3 thumbs-down" in text  # KTO: 4 of each, 1 given
+    assert not any("not_used_by_method" in str(v) for v in left_out.to_numpy().ravel())
 
 
 def test_a_second_build_without_new_ratings_says_so(ctx):

@@ -1,6 +1,6 @@
 """Data, Train, Feedback and Adapters tab handlers on a real store, and the app mounted on FastAPI.
 
-Run: .venv/bin/python -m pytest tests/test_ui_tabs.py -q
+Run: .venv/bin/python -m pytest tests/test_web_tabs.py -q
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def test_import_without_files_or_dataset_explains_what_to_do(ctx, tmp_path):
 
 
 def test_fixture_files_all_preview(ctx):
-    files = sorted(str(p) for p in FIXTURES.iterdir() if p.name not in ("expected.json", "tickets_de.txt"))
+    needs_options = ("tickets_de.txt", "email_threads.jsonl", "dialogs_mapped.json")  # see test_importers_formats
+    files = sorted(str(p) for p in FIXTURES.iterdir() if p.name not in ("expected.json", *needs_options))
     summary, html = tab_data.preview(ctx, files, *NO_OPTS)
     assert "cannot be read" not in summary, summary
     assert html.count('class="tl-conv"') >= len(files)
@@ -121,7 +122,7 @@ def test_fixture_files_all_preview(ctx):
 def test_transcript_labels_and_separator_from_the_import_options(ctx):
     path = str(FIXTURES / "tickets_de.txt")
     summary, _ = tab_data.preview(ctx, [path], *NO_OPTS)
-    assert "cannot be read" in summary and "transcript labels" in summary
+    assert "format was not recognised" in summary and "speaker labels" in summary and "--" not in summary
     summary, html = tab_data.preview(ctx, [path], "auto", "", "", "Kunde=user, Mitarbeiter=assistant",
                                      "=== Ticket")
     assert "transcript" in summary and "Passworts" in html
@@ -146,10 +147,13 @@ def test_poll_shows_the_running_run_from_the_store(ctx):
     with connect(ctx.settings.db_path) as db:
         _run(db, ctx, status="completed", step=10)
         run_id = _run(db, ctx)
-    summary, bar, stats, plot, log, cancel, table, sig = tab_train.poll(ctx, tab_train.LATEST, None)
+    summary, bar, stats, plot, log, cancel, table, sig, resume = tab_train.poll(ctx, tab_train.LATEST, None)
     assert f"Run {run_id}" in summary and "training" in summary
     assert "Step 3 of 10 (30%)" in bar and "1 min 35 s left" in bar
-    assert "150" in stats and "tokens/s" in stats and "held-out loss **2.900**" in stats
+    assert "150" in stats and "trained tokens/s" in stats and "held-out loss **2.900**" in stats
+    assert "last-step loss **2.400**" in stats
+    assert plot["x_lim"] == [0, 20]  # the whole run, whole steps (a short axis gets half-step ticks)
+    plot = plot["value"]
     assert list(plot.columns) == ["step", "loss", "curve"]
     assert sorted(set(plot["curve"])) == ["held-out", "training"] and plot["loss"].notna().sum() == 4
     assert cancel["interactive"] is True
@@ -159,7 +163,12 @@ def test_poll_shows_the_running_run_from_the_store(ctx):
         tab_train.poll(ctx, tab_train.LATEST, sig)[3], type(gr.skip()))
     with connect(ctx.settings.db_path) as db:
         run_store.add_metrics(db, run_id, 4, {"loss": 2.1})
-    assert tab_train.poll(ctx, tab_train.LATEST, sig)[3]["loss"].notna().sum() == 5
+    assert tab_train.poll(ctx, tab_train.LATEST, sig)[3]["value"]["loss"].notna().sum() == 5
+
+
+def test_the_empty_loss_chart_starts_at_step_0_and_a_long_run_spans_all_its_steps(ctx):
+    assert tab_train.poll(ctx, tab_train.LATEST, None)[3]["x_lim"] == [0, 20]  # used to draw 0 to -1
+    assert tab_train.step_axis(118, [{"step": 3}]) == [0, 118]
 
 
 def test_start_passes_the_form_to_the_trainer_and_explains_config_errors(ctx):
@@ -280,7 +289,7 @@ def test_adapters_tab_shows_the_run_time_training_wrote():
 
     stored = RunMetrics(steps=10, total_steps=10, train_loss=1.234, eval_loss=2.5, train_runtime_s=95.0).to_dict()
     text = tab_adapters.results_text(RunMetrics.from_dict(stored))
-    assert text == "train loss 1.234, held-out loss 2.500, took 1 min 35 s"
+    assert text == "mean training loss 1.234, held-out loss 2.500, took 1 min 35 s"
 
 
 def test_run_metrics_refuse_a_misspelt_field():

@@ -58,11 +58,17 @@ class FakeServer:
             raise self.fail_models[model]
         if model != self.base and model not in self.loaded:
             raise ChatError(f"model {model!r} is not loaded on the server", kind="unknown_model")
+        from serving.chat import StreamEnd
+
         text = self.answers.get(model, f"Answer from {model} to: {messages[-1]['content']}")
-        for i, word in enumerate(text.split(" ")):
+        words = text.split(" ")
+        limit = getattr(params, "max_tokens", None)
+        cut = bool(limit) and len(words) > limit  # a word per token, cut like vLLM at max_tokens
+        for i, word in enumerate(words[:limit] if cut else words):
             if self.delay:
                 time.sleep(self.delay)
             yield word if i == 0 else " " + word
+        yield StreamEnd("length" if cut else "stop", limit)
 
     def load(self, name: str) -> None:
         with connect(self.settings.db_path) as db:
@@ -90,6 +96,9 @@ class FakeTrainer:
     def __init__(self):
         self.started: list[dict] = []
         self.cancelled: list[int] = []
+        self.estimated: list[dict] = []
+        self.resumed: list[int] = []
+        self.measured = False
         self.next_id = 1
 
     def start(self, **options) -> int:
@@ -106,3 +115,23 @@ class FakeTrainer:
 
     def log_tail(self, run_dir: str | None, lines: int = 40) -> str:
         return ""
+
+    def estimate(self, *, measure: bool = False, **options):
+        """A scripted estimate: steps from the options, a time once a probe was asked for (or given)."""
+        from training.config import RunConfig
+        from training.dryrun import RunPreview
+        from training.estimate import DataStats, Speed, estimate_run
+
+        self.estimated.append({**options, "measure": measure})
+        cfg = RunConfig.from_preset(options.get("preset", "standard"), **{k: v for k, v in options.items() if k in (
+            "epochs", "max_steps", "batch_size", "grad_accum", "max_seq_len", "eval_fraction", "lora_rank",
+            "lora_alpha", "lora_dropout", "learning_rate")}, base_model=options.get("base_model", ""))
+        self.measured = self.measured or measure
+        stats = DataStats(train_examples=470, train_tokens=470 * 260, eval_examples=52, eval_tokens=52 * 260,
+                          truncated=7, dropped=1, conversations=524)
+        speed = Speed(0.0063, 0.002, 25.0, "a 3-step probe just now") if self.measured else None
+        return RunPreview(cfg, estimate_run(cfg, stats, speed))
+
+    def resume(self, run_id: int) -> int:
+        self.resumed.append(run_id)
+        return 6

@@ -26,6 +26,7 @@ from transformers import TrainerCallback
 
 from store import runs
 from store.db import open_db
+from training.evalplan import evaluation_seconds_left
 
 log = logging.getLogger("tuneloop.train")
 
@@ -53,6 +54,12 @@ class StoreProgressCallback(TrainerCallback):
         self._tokens_before = 0  # of the phases before this one
         self._tokens_start = 0  # the trainer's token count when this phase began
         self._last = None
+        self._plan = None  # this phase's evaluation plan (training.evalplan), when it has held-out evaluations
+        self._eval_seconds: list[float] = []  # measured in-run evaluations
+
+    def plan_evaluations(self, plan) -> None:
+        """The recipe's evaluation plan: the time left counts the evaluations still to come."""
+        self._plan = plan
 
     # --- helpers ---
     @property
@@ -66,6 +73,16 @@ class StoreProgressCallback(TrainerCallback):
             self._db.close()
             self._db = None
 
+    # The three places the run meets the store; training.remote_run's callback reports them on stdout instead.
+    def report_progress(self, *, step: int, total_steps: int | None = None) -> None:
+        runs.update_progress(self.db, self.run_id, step=step, total_steps=total_steps)
+
+    def report_metrics(self, step: int, values: dict, *, split: str) -> None:
+        runs.add_metrics(self.db, self.run_id, step, values, split=split)
+
+    def cancel_asked(self) -> bool:
+        return runs.is_cancel_requested(self.db, self.run_id)
+
     def _step(self, state) -> int:
         return self.step_offset + state.global_step
 
@@ -75,7 +92,7 @@ class StoreProgressCallback(TrainerCallback):
     def _cancel_requested(self, args, state) -> bool:
         wanted = False
         if state.is_world_process_zero:
-            wanted = runs.is_cancel_requested(self.db, self.run_id) or bool(self._check_cancel and self._check_cancel())
+            wanted = self.cancel_asked() or bool(self._check_cancel and self._check_cancel())
         return _any_process(wanted, args)
 
     # --- events ---
@@ -84,7 +101,7 @@ class StoreProgressCallback(TrainerCallback):
         self._tokens_before = self._tokens
         self._last = time.monotonic()
         if state.is_world_process_zero:
-            runs.update_progress(self.db, self.run_id, step=self._step(state), total_steps=self._total(state))
+            self.report_progress(step=self._step(state), total_steps=self._total(state))
             log.info("training: %d optimizer steps", state.max_steps)
         if self._cancel_requested(args, state):
             self.cancelled = True
@@ -97,14 +114,18 @@ class StoreProgressCallback(TrainerCallback):
         self._tokens = self._tokens_before + (state.num_input_tokens_seen or 0) - self._tokens_start
         step, total = self._step(state), self._total(state)
         step_seconds = self._train_seconds / max(step, 1)
+        evals_left = evaluation_seconds_left(
+            self._plan, step=state.global_step, total_steps=state.max_steps,
+            seconds_each=sum(self._eval_seconds) / len(self._eval_seconds) if self._eval_seconds else None)
         progress = {
+            # The same figure as RunMetrics.tokens_per_second: trained tokens per second of training time.
             "tokens_per_second": self._tokens / self._train_seconds if self._train_seconds > 0 else 0.0,
-            "eta_seconds": step_seconds * max(total - step, 0),
+            "eta_seconds": step_seconds * max(total - step, 0) + evals_left,  # evaluations still to come included
             "step_seconds": step_seconds,
         }
         if state.is_world_process_zero:
-            runs.update_progress(self.db, self.run_id, step=step, total_steps=total)
-            runs.add_metrics(self.db, self.run_id, step, progress, split="progress")
+            self.report_progress(step=step, total_steps=total)
+            self.report_metrics(step, progress, split="progress")
         if self._cancel_requested(args, state):
             self.cancelled = True
             control.should_training_stop = True
@@ -115,21 +136,26 @@ class StoreProgressCallback(TrainerCallback):
         self._last = time.monotonic()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or not state.is_world_process_zero:
+        if not logs:
+            return
+        if "eval_runtime" in logs and state.global_step < state.max_steps:  # an in-run evaluation's duration
+            self._eval_seconds.append(float(logs["eval_runtime"]))
+        if not state.is_world_process_zero:
             return
         train = {k: v for k, v in logs.items() if k not in SKIP_KEYS and not k.startswith("eval_") and _finite(v)}
         evals = {k: v for k, v in logs.items() if k.startswith("eval_") and k not in SKIP_KEYS and _finite(v)}
         step = self._step(state)
         if train:
-            runs.add_metrics(self.db, self.run_id, step, train, split="train")
+            self.report_metrics(step, train, split="train")
         if evals:
-            runs.add_metrics(self.db, self.run_id, step, evals, split="eval")
+            self.report_metrics(step, evals, split="eval")
         shown = " ".join(f"{k}={_fmt(v)}" for k, v in {**train, **evals}.items())
         log.info("step %d/%d %s", step, self._total(state), shown)
 
     def on_train_end(self, args, state, control, **kwargs):
+        self._plan, self._eval_seconds = None, []  # a later phase (KTO, DPO) has no held-out evaluations
         if state.is_world_process_zero:
-            runs.update_progress(self.db, self.run_id, step=self._step(state))
+            self.report_progress(step=self._step(state))
 
 
 def _any_process(flag: bool, args) -> bool:

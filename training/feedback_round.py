@@ -28,6 +28,7 @@ from store.datasets import (NewConversation, VersionRef, has_imported_versions, 
 from store.db import connect, now, write_transaction
 from store.feedback import get_build, last_build, rating_rows, save_feedback_version
 from store.settings import Settings
+from store.traffic import completions_for_ratings
 from training.feedback_dataset import (
     METHODS, FeedbackBuild, RatingRecord, build_feedback_dataset, check_enough, method_parts,
 )
@@ -58,10 +59,13 @@ class FeedbackOptionError(ValueError):
 class FeedbackRefused(Exception):
     """Nothing was written: no new ratings, or not enough for the method. `build` has the report, if any."""
 
-    def __init__(self, message: str, *, method: str | None = None, build: FeedbackBuild | None = None):
+    def __init__(self, message: str, *, method: str | None = None, build: FeedbackBuild | None = None,
+                 tried: dict[str, FeedbackBuild] | None = None):
         super().__init__(message)
         self.method = method
         self.build = build
+        self.tried = tried or {}
+        """For method "auto": every single method's build, to say how far each is from enough."""
 
 
 class NoNewRatings(FeedbackRefused):
@@ -262,7 +266,8 @@ def build_round(
             if dry_run:
                 return result
             ref = save_feedback_version(
-                db, dataset=dataset, method=chosen, sft=sft_conversations(build), kto=build.kto, dpo=build.dpo,
+                db, dataset=dataset, method=chosen, sft=sft_conversations(build, completions_for_ratings(db, build.rating_ids)),
+                kto=build.kto, dpo=build.dpo,
                 provenance=build.provenance, rating_ids=build.rating_ids, report=build.report, since=bound,
                 from_adapter=result.from_adapter, desirable_weight=build.desirable_weight,
                 undesirable_weight=build.undesirable_weight, user=user)
@@ -293,16 +298,20 @@ def choose_method(records: list[RatingRecord], method: str, *, replay=(), replay
         if check_enough(tried[m]) is None:
             return m, tried[m]
     closest = max((m for m, parts in METHODS.items() if len(parts) == 1), key=lambda m: _readiness(tried[m]))
-    raise FeedbackRefused(check_enough(tried[closest]), method=closest, build=tried[closest])
+    raise FeedbackRefused(check_enough(tried[closest]), method=closest, build=tried[closest],
+                          tried={m: tried[m] for m in METHODS if len(METHODS[m]) == 1 and m in tried})
 
 
-def sft_conversations(build: FeedbackBuild) -> list[NewConversation]:
+def sft_conversations(build: FeedbackBuild, completions: dict[int, str] | None = None) -> list[NewConversation]:
     """The build's SFT rows as conversations to store, content-addressed like imports (replayed ones
-    hash to the stored conversation they came from, so they are shared, not copied)."""
+    hash to the stored conversation they came from, so they are shared, not copied). `completions`
+    ({rating id: captured completion id}) adds the /v1 completions an example came from to its lineage."""
     out = []
     for i, row in enumerate(build.sft):
         ids = list(build.provenance["sft"][i]) if i < len(build.provenance["sft"]) else []
         meta = {"rating_ids": ids} if ids else {"replay": True}
+        if any(r in (completions or {}) for r in ids):
+            meta["completion_ids"] = sorted({completions[r] for r in ids if r in completions})
         out.append(NewConversation(content_hash=messages_hash(row["messages"]), messages=row["messages"],
                                    source="feedback", source_format="feedback", meta=meta))
     return out
@@ -324,6 +333,21 @@ def _check_dataset(db: Database, dataset: str) -> None:
     if has_imported_versions(db, dataset):
         raise FeedbackOptionError("dataset", f"{dataset!r} holds imported conversations; feedback builds go to a "
                                              f"dataset of their own (default {DEFAULT_DATASET!r}): choose another")
+
+
+def shortfall(build: FeedbackBuild) -> dict[str, int]:
+    """How many more new rows a single-method build needs, by what gives them: {"sft": 2} (answers to learn),
+    {"kto_desirable": 1, "kto_undesirable": 3} (thumbs up, thumbs down), {"dpo": 5} (preference pairs); {} when
+    it has enough."""
+    m, part = build.minimums, method_parts(build.method)[0]
+    if part == "sft":
+        need = {"sft": m["sft"] - build.new_sft_count}
+    elif part == "dpo":
+        need = {"dpo": m["dpo"] - len(build.dpo)}
+    else:
+        pos, neg = build.kto_counts
+        need = {"kto_desirable": m["kto_desirable"] - pos, "kto_undesirable": m["kto_undesirable"] - neg}
+    return {k: v for k, v in need.items() if v > 0}
 
 
 def _readiness(build: FeedbackBuild) -> float:

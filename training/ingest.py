@@ -15,6 +15,7 @@ from sqlite_utils import Database
 
 from store.datasets import NewConversation, create_version, record_import, validate_dataset_name
 from store.db import write_transaction
+from store.redaction import RedactionSettings
 from training.importers import Conversation, ImportOptions, ImportWarning, Reject, open_import
 
 # How often (in records) the progress callback is called during a long import.
@@ -38,6 +39,8 @@ class ImportReport:
     version_id: int | None = None
     rejects: list[dict] = field(default_factory=list)
     warnings: list[dict] = field(default_factory=list)
+    redaction: dict = field(default_factory=dict)
+    """RedactionReport.to_json(): enabled, counts per type, locations per type ("line 14, message 2"); no values."""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -70,12 +73,17 @@ def import_file(
     options: ImportOptions | None = None,
     *,
     on_progress: Callable[[int], None] | None = None,
+    redaction: RedactionSettings | None = None,
 ) -> ImportReport:
     """Import `path` into `dataset` as a new version. Raises ImportFileError when the file cannot be
-    read at all and NothingToImport when no record was acceptable; in both cases nothing is written."""
+    read at all and NothingToImport when no record was acceptable; in both cases nothing is written.
+
+    Personal data is redacted before anything is written: `redaction` None means every type
+    (RedactionSettings()); RedactionSettings.off() imports as is, and the version records that choice."""
     dataset = validate_dataset_name(dataset)
     options = options or ImportOptions()
-    stream = open_import(path, options)
+    settings = redaction if redaction is not None else RedactionSettings()
+    stream = open_import(path, options, redaction=settings)
     report = ImportReport(source=path.name, dataset=dataset, format=stream.format,
                           format_reason=stream.format_reason, encoding=stream.encoding)
     seen = 0
@@ -102,8 +110,10 @@ def import_file(
     source = {"file": path.name, "sha256": file_sha256(path), "format": stream.format}
     try:
         with write_transaction(db):
-            version, added, present = create_version(db, dataset, accepted(), kind="import", sources=[source])
+            version, added, present = create_version(db, dataset, accepted(), kind="import", sources=[source],
+                                                     redaction=settings.to_record())
             report.duplicates = stream.duplicates
+            report.redaction = stream.redaction_report.to_json()
             report.already_in_dataset = present
             report.imported = added
             if added == 0:
@@ -112,5 +122,6 @@ def import_file(
             record_import(db, version, report.to_json())
     except NothingToImport:
         report.duplicates = stream.duplicates
+        report.redaction = stream.redaction_report.to_json()
         raise
     return report

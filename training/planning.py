@@ -64,6 +64,10 @@ def plan_run(settings: Settings, *, dataset: str, preset: str = DEFAULT_PRESET, 
 
     Raises ConfigError (field and reason) before anything is written or started.
     """
+    if base_model:  # a registered base model's name (training.base_models), or a directory
+        from training.base_models import resolve
+
+        base_model = resolve(settings, base_model)
     with connect(settings.db_path) as db:
         try:
             ref = resolve_version(db, dataset)

@@ -65,6 +65,10 @@ class RunProgress:
     created_at: str | None
     started_at: str | None
     finished_at: str | None
+    resume_step: int | None = None
+    """The step a failed or cancelled run can resume from (its last checkpoint); None when it cannot."""
+    step_seconds: float | None = None
+    """Mean seconds of training per optimizer step so far (evaluation time excluded)."""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -72,6 +76,10 @@ class RunProgress:
 
 def submit(settings: Settings, config: RunConfig, *, start: bool = True) -> int:
     """Queue a validated run (config saved in the row and in its folder); start it if a slot is free."""
+    if settings.ray_address:  # refuse before anything is queued when the cluster cannot take it
+        from training.ray_backend import preflight
+
+        preflight(settings)
     with connect(settings.db_path) as db:
         parent_id = get_adapter(db, config.from_adapter)["id"] if config.from_adapter else None
         run_id = runs.create_run(db, config=config.to_dict(), method=config.method,
@@ -108,13 +116,20 @@ def kick(settings: Settings) -> list[int]:
                 if run is None:
                     break
                 try:
-                    proc = launch(settings, run)
+                    proc = launch(settings, run) if not settings.ray_address else _launch_on_ray(settings, run)
                 except OSError as exc:
                     runs.mark_failed(db, run["id"], f"could not start the training process: {exc}")
                     continue
                 runs.set_pid(db, run["id"], proc.pid)
             started.append(run["id"])
     return started
+
+
+def _launch_on_ray(settings: Settings, run: dict):
+    """A Ray job and its local follower process (training.ray_backend), instead of a local training process."""
+    from training.ray_backend import launch as launch_ray_job
+
+    return launch_ray_job(settings, run)
 
 
 def cancel(settings: Settings, run_id: int, *, keep_checkpoint: bool = False) -> str:
@@ -171,7 +186,60 @@ def describe(db: Database, run: dict) -> RunProgress:
         error=run["error"], log_tail=run["log_tail"] if run["status"] == "failed" else None,
         metrics=RunMetrics.from_dict(run["metrics"]) if run["metrics"] else None, run_dir=run["run_dir"],
         excluded_conversations=len(run["config"].get("excluded_conversation_ids") or ()), created_at=run["created_at"], started_at=run["started_at"], finished_at=run["finished_at"],
+        resume_step=resumable_step(run), step_seconds=value("step_seconds"),
     )
+
+
+class ResumeRefused(ValueError):
+    """A run that cannot resume, and why (in words no door's controls)."""
+
+
+def resume_problem(run: dict, checkpoint_step: int | None) -> str | None:
+    """Why run `run` cannot resume from its checkpoint, or None when it can. Pure."""
+    if run["status"] not in ("failed", "cancelled"):
+        return f"run {run['id']} is {run['status']}; only a failed or cancelled run can resume"
+    if run["method"] != "sft":
+        return (f"run {run['id']} is a {run['method']} run; only SFT runs keep checkpoints (a preference round is "
+                "short: start it again)")
+    if run.get("adapter_id"):
+        return (f"run {run['id']} already kept a partial adapter; continue training from that adapter in a new run "
+                "instead")
+    if checkpoint_step is None:
+        return (f"run {run['id']} has no checkpoint to resume from (it stopped before its first one, or the "
+                "checkpoint budget removed it)")
+    return None
+
+
+def resumable_step(run: dict) -> int | None:
+    """The step run `run` would resume from, or None when it cannot resume."""
+    from training.checkpoints import checkpoint_step, latest_checkpoint
+
+    if run["status"] not in ("failed", "cancelled"):
+        return None
+    ckpt = latest_checkpoint(run.get("run_dir"))
+    step = checkpoint_step(ckpt) if ckpt else None
+    return step if resume_problem(run, step) is None else None
+
+
+def resume(settings: Settings, run_id: int, *, start: bool = True) -> int:
+    """Queue a failed or cancelled SFT run again, to continue from its last checkpoint. Returns that step.
+
+    The run keeps its id, config and folder; it ends at the same step count as if it had never stopped.
+    Raises ResumeRefused (why) or store.runs.RunNotFound.
+    """
+    from training.checkpoints import checkpoint_step, latest_checkpoint
+
+    with connect(settings.db_path) as db:
+        run = runs.get_run(db, run_id)
+        ckpt = latest_checkpoint(run.get("run_dir"))
+        step = checkpoint_step(ckpt) if ckpt else None
+        problem = resume_problem(run, step)
+        if problem:
+            raise ResumeRefused(problem)
+        runs.requeue(db, run_id)
+    if start:
+        startup(settings)
+    return step
 
 
 def wait(settings: Settings, run_id: int, *, poll_s: float = 1.0, timeout_s: float | None = None,

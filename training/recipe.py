@@ -48,6 +48,7 @@ import torch
 from training.results import RunMetrics
 from training.config import RunConfig
 from training.data import PackedCollator, Split, prepare_examples
+from training.evalplan import EvalPlan, plan_evaluations
 from training.render import IGNORE_INDEX, render_conversation
 
 log = logging.getLogger("tuneloop.train")
@@ -71,6 +72,8 @@ class Session:
     total_steps: int
     device: str
     callbacks: list = field(default_factory=list)
+    eval_plan: EvalPlan | None = None
+    """When the held-out loss is measured and on how much (training.evalplan)."""
 
 
 def device_kind() -> str:
@@ -169,9 +172,15 @@ def estimate_total_steps(config: RunConfig, n_train: int, *, world_size: int = 1
 
 
 def setup(config: RunConfig, conversations: list[dict], *, output_dir: Path | str, callbacks=(),
-          parent_adapter_path: str | None = None, split: Split | None = None) -> Session:
-    """Tokenize, split, load the model with LoRA, and build the Trainer; nothing trains yet."""
+          parent_adapter_path: str | None = None, split: Split | None = None, checkpoints: bool = False) -> Session:
+    """Tokenize, split, load the model with LoRA, and build the Trainer; nothing trains yet.
+
+    `checkpoints`: save a resumable checkpoint about every tenth of the run and when a cancel stops
+    it, keeping the newest only (training.checkpoints).
+    """
     from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    from training.checkpoints import save_every, save_on_stop
 
     tokenizer = load_tokenizer(config.base_model)
     if split is None:
@@ -188,7 +197,14 @@ def setup(config: RunConfig, conversations: list[dict], *, output_dir: Path | st
     micro, accum = batching_plan(config, device)
     total_steps = estimate_total_steps(config, len(split.train), world_size=world_size, device=device)
     has_eval = bool(split.eval)
-    eval_every = config.eval_every or max(1, math.ceil(total_steps / EVALS_PER_RUN))
+    plan = plan_evaluations(config, total_steps=total_steps, held_out=len(split.eval),
+                            per_step=micro * accum * world_size)
+    eval_rows = eval_sample(split.eval, plan.sample, config.seed)
+    for cb in callbacks:  # the progress callback counts the evaluations still to come in its time left
+        if hasattr(cb, "plan_evaluations"):
+            cb.plan_evaluations(plan)
+    log.info("evaluations: %d on %d held-out conversation(s) every %d steps from the start%s", plan.in_run,
+             plan.sample, plan.every, f", then all {plan.held_out} at the end" if plan.final else "")
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     speed = gpu_speedups(device, bf16=bf16)
     log.info("batching: %d conversation(s) per pass, %d passes per step, on %s%s", micro, accum, device,
@@ -210,10 +226,12 @@ def setup(config: RunConfig, conversations: list[dict], *, output_dir: Path | st
         data_seed=config.seed,
         logging_steps=1,
         eval_strategy="steps" if has_eval else "no",
-        eval_steps=eval_every if has_eval else None,
+        eval_steps=plan.every if has_eval else None,
         eval_on_start=has_eval,
         prediction_loss_only=True,
-        save_strategy="no",
+        save_strategy="steps" if checkpoints else "no",
+        save_steps=save_every(total_steps) if checkpoints else None,
+        save_total_limit=1 if checkpoints else None,
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
@@ -225,16 +243,29 @@ def setup(config: RunConfig, conversations: list[dict], *, output_dir: Path | st
         ddp_find_unused_parameters=False if world_size > 1 else None,
     )
     collator = PackedCollator(max_row_tokens=config.max_seq_len, pad_id=tokenizer.pad_token_id)
-    trainer = Trainer(model=model, args=args, train_dataset=split.train, eval_dataset=split.eval or None,
-                      data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks))
+    trainer = Trainer(model=model, args=args, train_dataset=split.train, eval_dataset=eval_rows or None,
+                      data_collator=collator, processing_class=tokenizer,
+                      callbacks=list(callbacks) + ([save_on_stop()] if checkpoints else []))
     trainer.remove_callback(PrinterCallback)  # training.callbacks logs one line per step instead
-    return Session(config, model, tokenizer, trainer, split, total_steps, device, list(callbacks))
+    return Session(config, model, tokenizer, trainer, split, total_steps, device, list(callbacks), plan)
 
 
-def train(session: Session) -> RunMetrics:
-    """Train; returns final metrics. Stops early (and says so) when a callback asks it to."""
+def eval_sample(rows: list, size: int, seed: int) -> list:
+    """The in-run evaluations' fixed sample of the held-out rows: `size` of them drawn with `seed`, in order."""
+    import random
+
+    if size >= len(rows):
+        return list(rows)
+    return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), size))]
+
+
+def train(session: Session, *, resume_from: Path | str | None = None) -> RunMetrics:
+    """Train (from checkpoint `resume_from`, when given); returns final metrics. Stops early (and says so) when a
+    callback asks it to."""
     trainer = session.trainer
-    output = trainer.train()
+    if resume_from:
+        trainer.args.eval_on_start = False  # measured before the first run already, in the checkpoint's history
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     state = trainer.state
     stopped_early = state.global_step < state.max_steps
     losses = [h["loss"] for h in state.log_history if "loss" in h]
@@ -242,12 +273,25 @@ def train(session: Session) -> RunMetrics:
                         train_loss=output.training_loss, final_loss=losses[-1] if losses else None,
                         tokens=state.num_input_tokens_seen, train_runtime_s=output.metrics.get("train_runtime"))
     evals = [h for h in state.log_history if "eval_loss" in h]
-    if session.split.eval and not stopped_early and (not evals or evals[-1].get("step") != state.global_step):
-        trainer.evaluate()
+    if evals and result.train_runtime_s and result.tokens:
+        # Trained tokens per second of training time: the trainer's runtime includes the in-run evaluations.
+        training_s = result.train_runtime_s - sum(h.get("eval_runtime", 0.0) for h in evals)
+        result.tokens_per_second = result.tokens / training_s if training_s > 0 else None
+    plan = session.eval_plan
+    sampled = plan is not None and plan.sample < plan.held_out
+    in_run = len(evals)
+    if session.split.eval and not stopped_early and (sampled or not evals or evals[-1].get("step") != state.global_step):
+        trainer.evaluate(eval_dataset=session.split.eval)  # the reported held-out loss reads the whole split
         evals = [h for h in state.log_history if "eval_loss" in h]
     if evals:
         result.eval_loss = evals[-1]["eval_loss"]
         result.eval_loss_start = evals[0]["eval_loss"] if evals[0].get("step") == 0 else None
+        # What the evaluations cost, for the next run's estimate (training.estimate).
+        result.eval_runtime_s = sum(h.get("eval_runtime", 0.0) for h in evals)
+        full = sum(len(e["input_ids"]) for e in session.split.eval)
+        each = sum(len(e["input_ids"]) for e in eval_sample(session.split.eval, plan.sample, session.config.seed)) \
+            if plan is not None else full
+        result.eval_tokens = in_run * each + (len(evals) - in_run) * full
     return result
 
 

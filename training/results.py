@@ -33,7 +33,12 @@ class RunMetrics:
     train_runtime_s: float | None = None
     """Seconds spent in the trainer's training loop."""
     tokens_per_second: float | None = None
-    """tokens / train_runtime_s: trained tokens per second of training time."""
+    """Trained tokens per second of training time: tokens / (train_runtime_s less the in-run held-out
+    evaluations). The live progress (training.callbacks) reports the same figure."""
+    eval_runtime_s: float | None = None
+    """Seconds spent in held-out evaluations, all of them (the estimate's measured evaluation speed)."""
+    eval_tokens: int | None = None
+    """Tokens those evaluations read in all."""
     method: str | None = None
     """The phase's method in a two-phase run ("sft"; the preference phase's is the run's)."""
     data: dict[str, Any] | None = None

@@ -34,11 +34,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from store import runs  # noqa: E402
-from store.adapters import get_adapter, next_version, register_adapter, slug  # noqa: E402
-from store.datasets import iter_version_conversations, parse_version_spec  # noqa: E402
+from store.adapters import family_for, get_adapter, next_version, register_adapter  # noqa: E402
+from store.adapter_store import publish_registered  # noqa: E402
+from store.datasets import iter_version_conversations  # noqa: E402
 from store.db import connect  # noqa: E402
 from store.feedback import iter_preference_examples  # noqa: E402
 from store.settings import Settings  # noqa: E402
+from training.checkpoints import delete_checkpoints, enforce_budget, latest_checkpoint  # noqa: E402
 from training.config import RunConfig  # noqa: E402
 from training.launch import LOG_NAME, log_tail  # noqa: E402
 from training.queue import kick  # noqa: E402
@@ -57,8 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.worker", description=__doc__.splitlines()[0])
     parser.add_argument("run_id", type=int)
     parser.add_argument("--data-dir", help="tuneloop data directory (default: TUNELOOP_DATA_DIR)")
+    parser.add_argument("--job-bundle", help="on a Ray worker: train from this bundle, report on stdout")
+    parser.add_argument("--ray-job", help="on the app's machine: follow this Ray job into the store")
     args = parser.parse_args(argv)
     settings = Settings(_env_file=None, **({"data_dir": Path(args.data_dir)} if args.data_dir else {}))
+    if args.job_bundle or args.ray_job:  # a run on a Ray cluster (training.ray_backend, training.ray_follow)
+        from training.ray_follow import worker_main
+
+        return worker_main(settings, args.run_id, job_bundle=args.job_bundle, ray_job=args.ray_job,
+                           train_phases=train_phases, publish_adapter=publish_adapter,
+                           queue_auto_eval=_queue_auto_eval)
     main_process = int(os.environ.get("RANK", "0")) == 0
 
     with connect(settings.db_path) as db:
@@ -86,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs.mark_failed(db, args.run_id, reason, log_tail=log_tail(run_dir))
     finally:
         if main_process:
+            _keep_checkpoints_in_budget(settings)
             try:
                 kick(settings)
             except Exception:  # noqa: BLE001 - the next start (CLI/app) kicks the queue again
@@ -127,7 +138,8 @@ def execute(settings: Settings, run_id: int, *, main_process: bool = True) -> st
     model = None
     try:
         model, result = train_phases(config, conversations, pref_rows, run_dir=run_dir, callback=callback,
-                                     parent_adapter_path=parent["path"] if parent else None)
+                                     parent_adapter_path=parent["path"] if parent else None,
+                                     checkpoints=settings.checkpoint_budget_mb > 0)
         if not main_process:
             return "completed"
         with connect(settings.db_path) as db:
@@ -144,6 +156,8 @@ def execute(settings: Settings, run_id: int, *, main_process: bool = True) -> st
         model = None
         recipe.free_memory()
     status = "cancelled" if cancelled else "completed"
+    if status == "completed":  # the adapter is what counts now; a cancelled run keeps its checkpoint to resume
+        delete_checkpoints(run_dir)
     with connect(settings.db_path) as db:
         adapter_id, name = publish_adapter(db, settings, run_id, config, staged, parent, result, partial=cancelled)
         runs.mark_finished(db, run_id, status, metrics=result.to_dict(), adapter_id=adapter_id)
@@ -151,6 +165,15 @@ def execute(settings: Settings, run_id: int, *, main_process: bool = True) -> st
     if status == "completed":
         _queue_auto_eval(settings, run_id, name, parent["name"] if parent else settings.served_base_name)
     return status
+
+
+def _keep_checkpoints_in_budget(settings: Settings) -> None:
+    try:
+        with connect(settings.db_path) as db:
+            ended = {r["id"]: r["status"] for r in runs.list_runs(db, status=runs.FINISHED)}
+        enforce_budget(settings.runs_dir, settings.checkpoint_budget_mb, finished=ended)
+    except Exception:  # noqa: BLE001 - disk housekeeping never fails a run
+        log.exception("could not apply the checkpoint budget")
 
 
 def _queue_auto_eval(settings: Settings, run_id: int, candidate: str, baseline: str) -> None:
@@ -173,7 +196,7 @@ def _queue_auto_eval(settings: Settings, run_id: int, candidate: str, baseline: 
 
 
 def train_phases(config: RunConfig, conversations: list[dict], pref_rows: list[dict], *, run_dir: Path,
-                 callback, parent_adapter_path: str | None) -> tuple[object, RunMetrics]:
+                 callback, parent_adapter_path: str | None, checkpoints: bool = False) -> tuple[object, RunMetrics]:
     """Train the method's phases on one peft model; returns (model, metrics).
 
     SFT (training.recipe) first when the method has it, then KTO/DPO (training.preference) on the
@@ -196,12 +219,17 @@ def train_phases(config: RunConfig, conversations: list[dict], pref_rows: list[d
                      config.max_seq_len, pref_data["trimmed"], pref_data["left_out_too_long"])
     results = []
     if "sft" in config.parts:
+        # Checkpoints (to resume a failed or cancelled run) for SFT-only runs: a preference phase is short,
+        # and its trainer would write to the same folder.
+        saving = checkpoints and not kind
         session = recipe.setup(config, conversations, output_dir=run_dir / "trainer", callbacks=[callback],
-                               parent_adapter_path=parent_adapter_path)
+                               parent_adapter_path=parent_adapter_path, checkpoints=saving)
         model, tokenizer = session.model, session.tokenizer
         callback.steps_after = pref_steps if kind else 0
-        log.info("phase 1/%d: sft, %d optimizer steps", n_phases, session.total_steps)
-        sft = recipe.train(session)
+        resume = latest_checkpoint(run_dir) if saving else None
+        log.info("phase 1/%d: sft, %d optimizer steps%s", n_phases, session.total_steps,
+                 f", resuming from {resume.name}" if resume else "")
+        sft = recipe.train(session, resume_from=resume)
         sft.data = session.split.stats
         session.trainer = None  # its optimizer state is not needed by the next phase
         results.append(sft)
@@ -228,7 +256,7 @@ def train_phases(config: RunConfig, conversations: list[dict], pref_rows: list[d
 def publish_adapter(db, settings: Settings, run_id: int, config: RunConfig, staged: Path, parent: dict | None,
                     result: RunMetrics, *, partial: bool) -> tuple[int, str]:
     """Move the saved adapter to `<adapters_dir>/<name>` and register it; names are never reused."""
-    family = parent["family"] if parent else slug(parse_version_spec(config.dataset)[0])
+    family = family_for(config.dataset, parent)
     settings.adapters_dir.mkdir(parents=True, exist_ok=True)
     with runs.write_lock(db):
         version = next_version(db, family)
@@ -246,6 +274,7 @@ def publish_adapter(db, settings: Settings, run_id: int, config: RunConfig, stag
                                       path=str(target), rank=config.lora_rank, run_id=run_id,
                                       dataset_version_id=config.dataset_version_id,
                                       parent_id=parent["id"] if parent else None, meta=meta)
+    publish_registered(db, settings, name, target)  # for vLLM replicas (store.adapter_store); no-op without a store
     return adapter_id, name
 
 

@@ -59,15 +59,37 @@ def duration(seconds: float | None) -> str:
     return f"{h} h {m} min"
 
 
+# One name per figure, the same in every table and both doors (a run's "training loss" used to mean
+# three things). RunMetrics fields and the live progress (training.queue.RunProgress) map onto them.
+LAST_STEP_LOSS = "last-step loss"
+"""The training loss of the last logged step (RunMetrics.final_loss; RunProgress.loss while it runs)."""
+MEAN_TRAIN_LOSS = "mean training loss"
+"""The training loss averaged over the whole run (RunMetrics.train_loss)."""
+HELD_OUT_LOSS = "held-out loss"
+"""The loss on conversations held out of training (RunMetrics.eval_loss)."""
+SPEED = "trained tokens/s"
+"""Tokens trained per second of training time, held-out evaluations excluded (RunMetrics.tokens_per_second,
+live and final)."""
+
+
+def speed_text(tokens_per_second: float | None) -> str:
+    """'112 trained tokens/s', or '' when unknown."""
+    return f"{tokens_per_second:,.0f} {SPEED}" if tokens_per_second else ""
+
+
 def loss_bits(metrics: RunMetrics) -> list[str]:
-    """A finished run's losses as short phrases: "final loss 0.2090", "eval loss 3.39 -> 3.30"."""
+    """A finished run's losses as short phrases: "last-step loss 0.2090", "held-out loss 3.39 -> 3.30"."""
     bits = []
     if metrics.final_loss is not None:
-        bits.append(f"final loss {metrics.final_loss:.4f}")
+        bits.append(f"{LAST_STEP_LOSS} {metrics.final_loss:.4f}")
+    if metrics.train_loss is not None:
+        bits.append(f"{MEAN_TRAIN_LOSS} {metrics.train_loss:.4f}")
     if metrics.eval_loss is not None:
         start = metrics.eval_loss_start
-        bits.append(f"eval loss {start:.4f} -> {metrics.eval_loss:.4f}" if start is not None
-                    else f"eval loss {metrics.eval_loss:.4f}")
+        bits.append(f"{HELD_OUT_LOSS} {start:.4f} -> {metrics.eval_loss:.4f}" if start is not None
+                    else f"{HELD_OUT_LOSS} {metrics.eval_loss:.4f}")
+    if metrics.tokens_per_second:
+        bits.append(speed_text(metrics.tokens_per_second))
     return bits
 
 
@@ -215,3 +237,31 @@ def eval_rows(summary) -> list[tuple[str, str, str]]:
         people = WinRate(**{k: summary.people[k] for k in ("wins", "losses", "ties", "both_bad")})
         rows.append(("people's A/B votes", people.describe(), ""))
     return rows
+
+
+def estimate_lines(est) -> list[str]:
+    """A planned run's cost (training.estimate.RunEstimate) as lines both doors print before Start."""
+    data = f"{est.train_examples} conversations train"
+    if est.eval_examples:
+        data += f", {est.eval_examples} held out"
+    if est.truncated:
+        data += f"; {_n(est.truncated, 'conversation')} cut at the length limit"
+    if est.dropped:
+        data += f"; {est.dropped} left out (too long, or no answer to learn)"
+    lines = [f"{_n(est.steps, 'optimizer step')}, about {est.train_tokens:,} tokens trained "
+             f"({est.tokens_per_step:,.0f} per step)", data]
+    if est.evaluations:
+        lines.append(f"{_n(est.evaluations, 'held-out evaluation')} ({est.eval_tokens:,} tokens)")
+    if est.seconds is None:
+        lines.append("time: unknown (no earlier run on this base model and no speed probe)")
+    else:
+        parts = [f"training {duration(est.train_seconds)}"]
+        if est.eval_seconds:
+            parts.append(f"evaluations {duration(est.eval_seconds)}")
+        parts.append(f"start-up {duration(est.overhead_seconds)}")
+        per_step = f", {est.seconds_per_step:.1f} s per step" if est.seconds_per_step else ""
+        lines.append(f"time on this machine: about {duration(est.seconds)} ({', '.join(parts)}{per_step}; "
+                     f"speed from {est.speed_source})")
+    if est.note:
+        lines.append(f"note: {est.note}")
+    return lines

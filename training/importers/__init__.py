@@ -7,7 +7,8 @@
 
 Canonical form: {"messages": [{"role": "system"|"user"|"assistant", "content": str, "weight": 0|1}]},
 weight only on assistant turns (0 = do not train on it). One pure parser per format (parse_openai ...
-parse_intercom) takes text and yields raw Records or Rejects; validate_messages is shared by all.
+parse_intercom, parse_replies for reply chains, parse_mapped for JSON read through a mapping) takes
+text and yields raw Records or Rejects; validate_messages is shared by all.
 Run the tests: .venv/bin/python -m pytest tests/test_importers_*.py -q
 """
 
@@ -16,10 +17,12 @@ from training.importers.csv_ import parse_csv
 from training.importers.detect import detect_format, guess_format
 from training.importers.html_text import html_to_text
 from training.importers.intercom import parse_intercom
+from training.importers.mapped import parse_mapped
 from training.importers.model import (FORMATS, ROLES, Conversation, ImportFileError, ImportOptions, ImportWarning,
                                       Record, Reject, parse_pairs)
 from training.importers.openai import parse_openai
 from training.importers.pipeline import PARSERS, ImportStream, finish, open_import
+from training.importers.replies import parse_replies
 from training.importers.sharegpt import parse_sharegpt
 from training.importers.transcript import parse_transcript
 from training.importers.validate import InvalidConversation, validate_messages
@@ -29,5 +32,5 @@ __all__ = [
     "FORMATS", "ROLES", "Conversation", "ImportFileError", "ImportOptions", "ImportStream", "ImportWarning",
     "InvalidConversation", "PARSERS", "Record", "Reject", "detect_format", "finish", "guess_format", "parse_pairs",
     "html_to_text", "open_import", "parse_alpaca", "parse_csv", "parse_intercom", "parse_openai",
-    "parse_sharegpt", "parse_transcript", "parse_zendesk", "validate_messages",
+    "parse_sharegpt", "parse_transcript", "parse_zendesk", "validate_messages", "parse_replies", "parse_mapped",
 ]

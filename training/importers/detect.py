@@ -14,7 +14,8 @@ from __future__ import annotations
 from training.importers.csv_ import read_plan
 from training.importers.decode import TextSource, as_stream
 from training.importers.jsonrecords import json_type, sample_json
-from training.importers.model import FORMATS, ROLES, ImportFileError, ImportOptions
+from training.importers.model import FORMATS, ROLES, ImportFileError, ImportOptions, UnknownFormat
+from training.importers.replies import csv_plan as reply_plan, plan_fields as reply_fields
 from training.importers.speakers import SHAREGPT_SPEAKERS, normalize
 from training.importers.transcript import label_table, split_label
 
@@ -48,7 +49,11 @@ def classify_record(rec: dict) -> Found | None:
         return "zendesk", "first record is a ticket with 'comments'"
     if "conversation_parts" in rec or (rec.get("type") == "conversation" and "source" in rec):
         return "intercom", "first record is a conversation with 'source'/'conversation_parts'"
-    return None
+    try:
+        plan = reply_fields([str(k) for k in rec], ImportOptions(), what="key", require_side=False)
+        return "replies", f"first record is one message with the id it replies to ({plan.describe()})"
+    except ImportFileError:
+        return None
 
 
 def classify_json(value: object) -> Found | None:
@@ -95,16 +100,25 @@ def _detect(source: TextSource, options: ImportOptions) -> tuple[Found | None, l
     stream = as_stream(source)
     sample = stream.peek(65536)
     start = sample.lstrip()[:1]
-    json_formats = ", ".join(f for f in FORMATS if f not in ("csv", "transcript"))
+    json_formats = ", ".join(f for f in FORMATS if f not in ("csv", "transcript", "mapped"))
+    if start in ("{", "[") and options.json_map.get("turns"):
+        return ("mapped", "a JSON mapping is given"), []
     if start in ("{", "["):
         value = sample_json(stream)
         found = classify_json(value)
         if found:
             return found, []
-        tried = [f"{json_formats}: {_describe_json(value)}"]
+        tried = [f"{json_formats}: {_describe_json(value)}",
+                 "mapped: no JSON mapping is given (a mapping says where the turns, speakers and texts are)"]
     else:
         tried = [f"{json_formats}: the text does not start with '{{' or '[', so it is not JSON"]
     # Text formats too, even after '[': a transcript line may start "[09:58] Customer:".
+    try:  # before csv: a header with a reply-to column is a reply chain even when it has a thread column
+        plan, _ = reply_plan(sample, options)
+        return ("replies", f"header has reply-linked columns ({plan.describe()})"), []
+    except ImportFileError as exc:
+        if exc.field == "agent_accounts":
+            tried.append(f"replies: {exc}")
     try:
         plan = read_plan(sample, options)
         layout = "one message per row" if plan.kind == "long" else "question/answer rows"
@@ -134,5 +148,5 @@ def detect_format(source: TextSource, options: ImportOptions | None = None) -> F
     found, tried = _detect(source, options or ImportOptions())
     if found:
         return found
-    raise ImportFileError("could not tell which format this is. Tried " + "; ".join(tried)
+    raise UnknownFormat("could not tell which format this is. Tried " + "; ".join(tried)
                           + ". Choose the format, or name the CSV columns or transcript labels", field="format")

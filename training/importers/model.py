@@ -9,9 +9,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-FORMATS = ("openai", "sharegpt", "alpaca", "csv", "transcript", "zendesk", "intercom")
+FORMATS = ("openai", "sharegpt", "alpaca", "csv", "transcript", "zendesk", "intercom", "replies", "mapped")
 ROLES = ("system", "user", "assistant")
 CSV_COLUMN_KEYS = ("conversation", "order", "speaker", "text", "question", "answer", "system")
+# Reply-linked exports (replies.py): which column or key holds each field.
+REPLY_COLUMN_KEYS = ("id", "reply_to", "text", "inbound", "outbound", "author", "speaker")
+REPLY_ORPHANS = ("reject", "start")
+# A JSON mapping (mapped.py): what each key's JMESPath expression points at.
+JSON_MAP_KEYS = ("records", "turns", "speaker", "text", "system", "id", "append_user", "append_assistant")
 
 # How a format is named in messages to people ("this does not look like ...").
 FORMAT_TITLES = {
@@ -22,6 +27,8 @@ FORMAT_TITLES = {
     "transcript": "a plain-text transcript",
     "zendesk": "a Zendesk ticket export",
     "intercom": "an Intercom conversation export",
+    "replies": "reply-linked messages (one message per row with the id it replies to)",
+    "mapped": "JSON read with a mapping",
 }
 
 
@@ -35,6 +42,10 @@ class ImportFileError(Exception):
     def __init__(self, message: str, *, field: str | None = None):
         super().__init__(message)
         self.field = field
+
+
+class UnknownFormat(ImportFileError):
+    """No importer recognised the file (field "format"): the message lists what was tried."""
 
 
 def parse_pairs(items, what: str) -> dict[str, str]:
@@ -66,6 +77,20 @@ class ImportOptions:
     Agent/Support/Assistant/Bot, System."""
     transcript_separator: str | None = None
     """A marker line between transcript conversations ("---"); without one, blank lines separate them."""
+    reply_columns: dict[str, str] = field(default_factory=dict)
+    """For replies: field -> column (CSV) or key (JSONL), keys from REPLY_COLUMN_KEYS
+    ({"reply_to": "parent"}); missing ones are detected from the header or the first record."""
+    agent_accounts: tuple[str, ...] = ()
+    """For replies: the author names or ids that are the support side (case and a leading '@' do not
+    matter); everyone else is the customer. When given, they decide the side over an inbound column."""
+    reply_orphans: str = "reject"
+    """For replies: a message replying to an id not in the file is rejected ("reject") or starts its
+    conversation ("start"), e.g. when the export begins mid-thread."""
+    json_map: dict[str, str] = field(default_factory=dict)
+    """For mapped: key from JSON_MAP_KEYS -> JMESPath expression. turns (in the record), speaker and
+    text (in each turn), system, id, append_user, append_assistant (in the record); records is the
+    key whose list holds the records when the file is one object wrapping them. Example:
+    {"turns": "dialogContent", "speaker": "keys(@)[0]", "text": "values(@)[0]"}. See mapped.py."""
     max_messages: int = 200
     """Longer conversations are imported, with an ImportWarning."""
     max_chars: int = 32000
@@ -87,6 +112,18 @@ class ImportOptions:
                 out.append(f"CSV column {key}={column}: {key!r} is not one of {', '.join(CSV_COLUMN_KEYS)}")
             elif not str(column).strip():
                 out.append(f"CSV column {key!r} names an empty column")
+        for key, column in self.reply_columns.items():
+            if key not in REPLY_COLUMN_KEYS:
+                out.append(f"reply column {key}={column}: {key!r} is not one of {', '.join(REPLY_COLUMN_KEYS)}")
+            elif not str(column).strip():
+                out.append(f"reply column {key!r} names an empty column")
+        if any(not str(a).strip(" @") for a in self.agent_accounts):
+            out.append("an agent account is blank")
+        if self.reply_orphans not in REPLY_ORPHANS:
+            out.append(f"orphan replies {self.reply_orphans!r}: choose {' or '.join(REPLY_ORPHANS)}")
+        out += json_map_problems(self.json_map)
+        if self.format == "mapped" and not self.json_map.get("turns"):
+            out.append("the mapped format needs a JSON mapping saying where the turns are (turns=PATH)")
         if self.transcript_separator is not None and not self.transcript_separator.strip():
             out.append("the transcript separator is blank: leave it unset to separate conversations by blank lines")
         for name in ("max_messages", "max_chars"):
@@ -94,6 +131,25 @@ class ImportOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 out.append(f"{name} must be a positive whole number, got {value!r}")
         return out
+
+
+def json_map_problems(json_map: dict[str, str]) -> list[str]:
+    """What is wrong with a JSON mapping: unknown keys, blank or unparsable JMESPath expressions."""
+    import jmespath  # only when a mapping is given
+    from jmespath.exceptions import JMESPathError
+
+    out = []
+    for key, expr in json_map.items():
+        if key not in JSON_MAP_KEYS:
+            out.append(f"JSON mapping {key}={expr}: {key!r} is not one of {', '.join(JSON_MAP_KEYS)}")
+        elif not str(expr).strip():
+            out.append(f"JSON mapping {key!r} is blank")
+        else:
+            try:
+                jmespath.compile(str(expr))
+            except JMESPathError as exc:
+                out.append(f"JSON mapping {key}={expr}: not a JMESPath expression ({str(exc).splitlines()[0]})")
+    return out
 
 
 @dataclass(frozen=True)

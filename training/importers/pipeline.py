@@ -3,7 +3,8 @@
 Steps: check the options; read the first bytes and pick the encoding (decode.py); detect the format
 (detect.py) or, when one is given, check that the first records are that format (a clear
 ImportFileError if they all fail and the text looks like another format); then, while iterating:
-decode -> parse (one module per format) -> validate (validate.py) -> drop in-file duplicates.
+decode -> parse (one module per format) -> validate (validate.py) -> redact personal data
+(privacy.py, on unless RedactionSettings.off() is passed) -> drop in-file duplicates.
 Each pass over the stream re-opens the file, so detection never eats what parsing needs.
 Only ImportFileError ever escapes, and its message starts with the file's name.
 Tested in tests/test_importers_robustness.py and tests/test_importers_formats.py.
@@ -15,14 +16,18 @@ import itertools
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from store.redaction import Finding, RedactionReport, RedactionSettings
 from training.importers.alpaca import parse_alpaca
 from training.importers.csv_ import parse_csv, read_plan
 from training.importers.decode import DecodedFile, TextSource, read_head, sniff_encoding
 from training.importers.detect import detect_format, guess_format
 from training.importers.intercom import parse_intercom
+from training.importers.mapped import parse_mapped
 from training.importers.model import (FORMAT_TITLES, Conversation, ImportFileError, ImportOptions, ImportWarning,
                                       Record, Reject, messages_digest)
 from training.importers.openai import parse_openai
+from training.importers.privacy import redact_conversation_item, redact_notice
+from training.importers.replies import parse_replies
 from training.importers.sharegpt import parse_sharegpt
 from training.importers.transcript import parse_transcript
 from training.importers.validate import InvalidConversation, validate_messages
@@ -32,6 +37,7 @@ Parser = Callable[[TextSource, ImportOptions], Iterator["Record | Reject"]]
 PARSERS: dict[str, Parser] = {
     "openai": parse_openai, "sharegpt": parse_sharegpt, "alpaca": parse_alpaca, "csv": parse_csv,
     "transcript": parse_transcript, "zendesk": parse_zendesk, "intercom": parse_intercom,
+    "replies": parse_replies, "mapped": parse_mapped,
 }
 # How many first records must all fail before a claimed format is called wrong.
 PROBE_RECORDS = 20
@@ -50,15 +56,22 @@ def accept(record: Record, options: ImportOptions) -> list[Item]:
 
 
 def finish(records: Iterable[Record | Reject], options: ImportOptions,
-           on_duplicate: Callable[[], None] = lambda: None) -> Iterator[Item]:
-    """Parsed records -> validated items, dropping conversations whose messages were already seen."""
+           on_duplicate: Callable[[], None] = lambda: None, *, redaction: RedactionSettings | None = None,
+           on_redacted: Callable[[list[Finding], str], None] = lambda findings, where: None) -> Iterator[Item]:
+    """Parsed records -> validated, redacted items, dropping conversations whose messages were already seen.
+
+    Redaction comes before the duplicate check, so the dedup keys (and stored hashes) are of redacted text."""
+    settings = redaction if redaction is not None else RedactionSettings()
     seen: set[bytes] = set()
     for rec in records:
         if isinstance(rec, Reject):
-            yield rec
+            yield redact_notice(rec, settings)
             continue
-        items = accept(rec, options)
+        items = [redact_notice(i, settings) if isinstance(i, (Reject, ImportWarning)) else i
+                 for i in accept(rec, options)]
         if isinstance(items[0], Conversation):
+            items[0], findings = redact_conversation_item(items[0], settings)
+            on_redacted(findings, items[0].location)
             key = messages_digest(items[0].messages)  # 32 bytes a conversation: the set stays small
             if key in seen:
                 on_duplicate()
@@ -70,9 +83,13 @@ def finish(records: Iterable[Record | Reject], options: ImportOptions,
 class ImportStream:
     """One import: what was detected, and the items, read lazily from the file when iterated."""
 
-    def __init__(self, path: Path, options: ImportOptions, format: str, format_reason: str, encoding: str):
+    def __init__(self, path: Path, options: ImportOptions, format: str, format_reason: str, encoding: str,
+                 redaction: RedactionSettings | None = None):
         self.path = path
         self.options = options
+        self.redaction = redaction if redaction is not None else RedactionSettings()
+        # Counts per type with where they were (bounded), never the values; reset by each pass.
+        self.redaction_report = RedactionReport(enabled=self.redaction.enabled)
         self.format = format
         self.format_reason = format_reason
         self.encoding = encoding
@@ -85,11 +102,13 @@ class ImportStream:
 
     def __iter__(self) -> Iterator[Item]:
         self.duplicates = 0
+        self.redaction_report = RedactionReport(enabled=self.redaction.enabled)
         last = "the start of the file"
         with _named(self.path), DecodedFile(self.path, self.encoding) as f:
             records = PARSERS[self.format](f.stream, self.options)
             try:
-                for item in finish(records, self.options, self._count_duplicate):
+                for item in finish(records, self.options, self._count_duplicate, redaction=self.redaction,
+                                   on_redacted=self.redaction_report.add):
                     self.bytes_read, self.encoding, last = f.bytes_read, f.encoding, item.location
                     yield item
             except (ImportFileError, OSError):
@@ -111,7 +130,7 @@ class _named:
 
     def __exit__(self, kind, exc, tb) -> bool:
         if isinstance(exc, ImportFileError) and not str(exc).startswith(f"{self.name}: "):
-            raise ImportFileError(f"{self.name}: {exc}", field=exc.field) from None
+            raise type(exc)(f"{self.name}: {exc}", field=exc.field) from None  # keeps UnknownFormat
         if isinstance(exc, OSError):
             raise ImportFileError(f"{self.name}: cannot read the file ({exc.strerror or exc})") from None
         return False
@@ -145,8 +164,11 @@ def _probe(path: Path, encoding: str, fmt: str, options: ImportOptions) -> None:
         raise ImportFileError(problem)
 
 
-def open_import(path: Path, options: ImportOptions | None = None) -> ImportStream:
-    """Open a conversation-log file for import; raises ImportFileError when it cannot be read at all."""
+def open_import(path: Path, options: ImportOptions | None = None, *,
+                redaction: RedactionSettings | None = None) -> ImportStream:
+    """Open a conversation-log file for import; raises ImportFileError when it cannot be read at all.
+
+    `redaction` None means the default (every type redacted); RedactionSettings.off() turns it off."""
     path = Path(path)
     options = options or ImportOptions()
     with _named(path):
@@ -165,4 +187,4 @@ def open_import(path: Path, options: ImportOptions | None = None) -> ImportStrea
         else:
             fmt, reason = options.format, "given explicitly"
             _probe(path, encoding, fmt, options)
-        return ImportStream(path, options, fmt, reason, encoding)
+        return ImportStream(path, options, fmt, reason, encoding, redaction)

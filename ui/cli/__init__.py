@@ -11,7 +11,7 @@ import os
 import typer
 
 from store.db import connect
-from ui.cli import data, deploy, feedback, privacy, serve, train
+from ui.cli import data, deploy, feedback, fleet, keys, privacy, serve, traffic, train
 from ui.cli import eval as eval_
 from ui.cli.common import fail, settings
 
@@ -50,5 +50,7 @@ def setup(force: bool = typer.Option(False, help="Prepare the default model agai
     typer.echo(f"data directory: {s.data_dir}")
 
 
-for _area in (data, train, serve, feedback, eval_, deploy, privacy):
+from ui.cli import models  # noqa: E402 - base models (`tuneloop models`)
+
+for _area in (data, train, serve, feedback, eval_, deploy, privacy, keys, traffic, fleet, models):
     app.add_typer(_area.app)

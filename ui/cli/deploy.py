@@ -108,3 +108,71 @@ def list_(as_json: bool = typer.Option(False, "--json"),
             why += f", reason: {e['reason']}" if e.get("reason") else ""
             typer.echo(f"  {short_time(e['at'])} {e['action']:<8} {e['from_target'] or s.served_base_name} -> "
                        f"{e['to_target'] or s.served_base_name} by {e['by'] or '(unknown)'}{why}")
+
+
+@deploy_app.command("canary")
+def canary(
+    name: str = typer.Argument(..., help="The deployment."),
+    adapter: Optional[str] = typer.Argument(None, help="The model the canary's share goes to (to start one)."),
+    share: float = typer.Option(0.1, "--share", help="Share of the deployment's requests (of its users, when "
+                                                     "requests name a `user`) the canary takes, e.g. 0.1."),
+    end: bool = typer.Option(False, "--end", help="End the canary: every request goes to the deployment's model."),
+    promote: bool = typer.Option(False, "--promote", help="Make the canary's model the deployment's, and end it."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Send a share of a deployment's traffic to a second adapter; show the arms; end it or promote the winner.
+
+    Without ADAPTER, --end or --promote: the arms' requests, thumbs-up and correction rates (95% intervals).
+    """
+    from serving import canary as c
+
+    s = settings()
+    flags = {"--share with ADAPTER": adapter is not None, "--end": end, "--promote": promote}
+    if sum(flags.values()) > 1:
+        fail(f"choose one of: {', '.join(k for k, v in flags.items() if v)}", 2, as_json=as_json)
+    with connect(s.db_path) as db:
+        try:
+            if adapter is not None:
+                c.start(db, name, adapter, share=share, by=login(), base_model_name=s.served_base_name)
+                done = f"{name}: canary started, {share:.0%} of requests go to {adapter}"
+            elif end:
+                c.end(db, name)
+                done = f"{name}: canary ended; every request goes to the deployment's model"
+            elif promote:
+                figures = c.report(db, name, base_model_name=s.served_base_name)
+                c.promote_canary(db, name, by=login(), base_model_name=s.served_base_name)
+                done = f"{name}: now serves {figures.canary} (promoted from the canary); canary ended"
+            else:
+                done = None
+            rep = c.report(db, name, base_model_name=s.served_base_name)
+        except c.CanaryError as exc:
+            fail(str(exc) if exc.field != "share" else f"--share: {exc}", 2, as_json=as_json)
+        except ValueError as exc:
+            fail(str(exc), 2, as_json=as_json)
+    if as_json:
+        emit_json({"done": done, **rep.to_json()})
+        return
+    if done:
+        typer.echo(done)
+    if rep.canary:
+        typer.echo(f"canary: {rep.share:.0%} to {rep.canary} since {short_time(rep.started_at)} UTC")
+    else:
+        typer.echo(f"{name}: no canary running (start one: tuneloop deploy canary {name} ADAPTER --share 0.1)")
+    for arm in rep.arms.values():
+        if arm.arm == "main" or rep.canary:
+            typer.echo(f"  {arm.arm:<6} {c.describe_arm(arm)}")
+
+
+@deploy_app.command("capture")
+def capture(name: str = typer.Argument(..., help="The deployment."),
+            on: bool = typer.Option(True, "--on/--off", help="Store this deployment's /v1 answers for review.")) -> None:
+    """Turn capture of a deployment's traffic on or off (on by default)."""
+    from store.canaries import set_capture
+
+    s = settings()
+    with connect(s.db_path) as db:
+        try:
+            set_capture(db, name, on)
+        except LookupError as exc:
+            fail(str(exc), 2)
+    typer.echo(f"{name}: capture {'on' if on else 'off'}")

@@ -1,4 +1,4 @@
-"""CLI commands for serving: `tuneloop serve`, `tuneloop chat`, `tuneloop adapters [load|unload|archive|restore|lineage]`.
+"""CLI commands for serving: `tuneloop serve`, `tuneloop chat`, `tuneloop adapters [load|unload|archive|restore|lineage|export]`.
 
 `chat` and `adapters` talk to the running server (`tuneloop serve` in another terminal, or the
 server at TUNELOOP_VLLM_URL); `adapters` without a server still lists the registry.
@@ -151,6 +151,38 @@ def lineage(name: str = typer.Argument(..., help="Adapter name."),
         typer.echo(format_lineage(name, rounds))
 
 
+@adapters_app.command("export")
+def export(name: str = typer.Argument(..., help="Adapter name."),
+           fmt: str = typer.Option("zip", "--format", help="zip: the PEFT adapter folder zipped; merged: the base "
+                                                            "model with the adapter merged in (safetensors, loads in "
+                                                            "transformers and vLLM); ollama: a folder with a Modelfile "
+                                                            "for `ollama create` (Llama, Mistral, Gemma bases)."),
+           out: str = typer.Option(".", "--out", help="Folder to write into (created if missing)."),
+           as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
+    """Export an adapter for use outside tuneloop (no server needed)."""
+    from store.adapters import AdapterNotFound, get_adapter
+    from store.db import connect
+    from training.export import ExportError, export_adapter
+
+    flags = {"format": "--format", "out": "--out", "adapter": "NAME", "base_model": "the adapter's base model"}
+    s = settings()
+    with connect(s.db_path) as db:
+        try:
+            adapter = get_adapter(db, name)
+        except AdapterNotFound as exc:
+            fail(str(exc), as_json=as_json)
+    try:
+        path = export_adapter(adapter, fmt, out)
+    except ExportError as exc:
+        fail(f"{flags.get(exc.field, exc.field)}: {exc.reason}", 2, as_json=as_json)
+    if as_json:
+        emit_json({"adapter": name, "format": fmt, "path": str(path.resolve())})
+    else:
+        typer.echo(f"{name} exported as {fmt}: {path}")
+        if fmt == "ollama":
+            typer.echo(f"import it with: ollama create {name} -f {path / 'Modelfile'}")
+
+
 def _public(status) -> dict:
     a = status.adapter
     out = {"name": status.name, "kind": status.kind, "status": status.status, "error": status.error or None,
@@ -159,3 +191,42 @@ def _public(status) -> dict:
         out.update({k: a.get(k) for k in ("id", "family", "version", "rank", "base_model", "path", "run_id",
                                           "parent_id", "created_at")})
     return out
+
+
+GENERATION_FLAGS = {"temperature": "--temperature", "max_tokens": "--max-tokens", "system_prompt": "--system"}
+
+
+@adapters_app.command("defaults")
+def generation_defaults(
+        name: str = typer.Argument(..., help="Adapter name (or the base model's served name)."),
+        temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature, 0 to 2."),
+        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Longest answer, in tokens."),
+        system: Optional[str] = typer.Option(None, "--system", help="System prompt sent when a client sends none."),
+        reset: bool = typer.Option(False, "--reset", help="Forget this model's defaults (the app's apply again)."),
+        as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
+    """Show or set a model's generation defaults: what the chat tabs start from and what the /v1 API uses
+    when a client does not set temperature, max_tokens or a system prompt."""
+    from dataclasses import asdict
+
+    from serving.generation import GenerationDefaultError, defaults_for, store_defaults
+    from store.adapters import list_adapters
+    from store.db import connect
+    from ui.cli.common import login
+
+    s = settings()
+    with connect(s.db_path) as db:
+        if name != s.served_base_name and name not in {a["name"] for a in list_adapters(db)}:
+            fail(f"no adapter named {name!r}: `tuneloop adapters` lists them", as_json=as_json)
+        given = {k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens),
+                                   ("system_prompt", system)) if v is not None}
+        if reset:
+            given = dict.fromkeys(GENERATION_FLAGS)
+        try:
+            result = store_defaults(db, name, by=login(), **given) if given else defaults_for(db, name)
+        except GenerationDefaultError as exc:
+            fail(f"{GENERATION_FLAGS[exc.field]} {exc.reason}", as_json=as_json)
+    if as_json:
+        emit_json({"model": name, **asdict(result)})
+        return
+    typer.echo(f"{name}: temperature {result.temperature:g}, max tokens {result.max_tokens}, system prompt "
+               + (repr(result.system_prompt) if result.system_prompt else "none"))

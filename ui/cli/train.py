@@ -4,6 +4,7 @@
     tuneloop train --dataset feedback@3 --method sft+dpo --beta 0.1 --pref-lr 2e-5 --wait
     tuneloop runs --json
     tuneloop runs cancel 7 --keep-checkpoint
+    tuneloop runs resume 7 --wait
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import typer
 
 from ui.cli.common import emit_json, fail, settings
 
-from ui.text import duration, loss_bits
+from ui.text import HELD_OUT_LOSS, LAST_STEP_LOSS, duration, loss_bits, speed_text
 
 if TYPE_CHECKING:
     from training.queue import RunProgress
@@ -34,7 +35,8 @@ app = typer.Typer()  # merged into the top-level `tuneloop` app by ui.cli
 @app.command()
 def train(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset to train on: NAME (latest) or NAME@VERSION."),
-    base: Optional[str] = typer.Option(None, "--base", help="Base model directory (default: the configured one)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model: a name from `tuneloop models` or a model "
+                                                            "directory (default: the configured one)."),
     from_adapter: Optional[str] = typer.Option(
         None, "--from-adapter", help="Continue from this adapter (its weights, rank and base). Default for a "
                                      "feedback dataset version: the adapter its build was made for."),
@@ -64,6 +66,10 @@ def train(
                                                  help="KTO/DPO optimizer steps (overrides --pref-epochs)."),
     name: Optional[str] = typer.Option(None, "--name", help="Adapter name (default: <dataset>-v<N>)."),
     wait: bool = typer.Option(False, "--wait", help="Follow the run to its end, showing progress."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what the run would do (steps, tokens, truncated "
+                                                          "conversations, time on this machine) and start nothing."),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="With --dry-run and no earlier run on this base "
+                                                                "model: time a 3-step probe for the estimate."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Start a LoRA fine-tune on a dataset version; prints the run id at once (or follows it with --wait)."""
@@ -75,6 +81,10 @@ def train(
                      max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_seq_len=max_seq_len,
                      eval_fraction=eval_fraction, eval_every=eval_every, seed=seed, beta=beta,
                      pref_learning_rate=pref_lr, pref_epochs=pref_epochs, pref_max_steps=pref_max_steps)
+    if dry_run:
+        dry(s, as_json=as_json, probe=probe, dataset=dataset, preset=preset, base_model=base,
+            from_adapter=from_adapter, name=name, method=method, **overrides)
+        return
     try:
         run_id = queue.start_run(s, dataset=dataset, preset=preset, base_model=base, from_adapter=from_adapter,
                            name=name, method=method, **overrides)
@@ -82,7 +92,34 @@ def train(
         refuse(exc, as_json=as_json)
     started(s, run_id, wait=wait, as_json=as_json)
 
-runs_app = typer.Typer(help="List training runs, show one, or cancel one.", invoke_without_command=True)
+
+def dry(s, *, as_json: bool, probe: bool, **options) -> None:
+    """`tuneloop train --dry-run`: the planned run and its estimate; nothing is queued or written."""
+    from training.config import ConfigError
+    from training.dryrun import preview
+    from ui.text import estimate_lines
+
+    try:
+        plan = preview(s, probe=probe, **options)
+    except ConfigError as exc:
+        refuse(exc, as_json=as_json)
+    except ValueError as exc:  # e.g. no training example left after the length limit
+        fail(str(exc), 2, as_json=as_json)
+    if as_json:
+        emit_json(plan.to_json())
+        return
+    c = plan.config
+    typer.echo(f"dry run (nothing started): {c.method} on {c.dataset}, from {c.from_adapter or 'the base model'} "
+               f"({c.base_model}), preset {c.preset}, rank {c.lora_rank}")
+    for line in estimate_lines(plan.estimate):
+        typer.echo("  " + line)
+    from training.base_models import not_served_note
+
+    note = not_served_note(s, c.base_model)
+    if note:
+        typer.echo(f"  note: {note}")
+
+runs_app = typer.Typer(help="List training runs, show one, cancel or resume one.", invoke_without_command=True)
 app.add_typer(runs_app, name="runs")
 
 @runs_app.callback()
@@ -155,11 +192,35 @@ def runs_cancel(run_id: int = typer.Argument(..., help="Run id."),
         fail(f"run {run_id} already ended ({status})")
 
 
+@runs_app.command("resume")
+def runs_resume(run_id: int = typer.Argument(..., help="Run id of a failed or cancelled run."),
+                wait: bool = typer.Option(False, "--wait", help="Follow the run to its end, showing progress."),
+                as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Resume a failed or cancelled run from its last checkpoint; it ends at the same step count."""
+    from store.runs import RunNotFound
+    from training.queue import ResumeRefused, reconcile, resume
+
+    s = settings()
+    reconcile(s)  # a run whose process died is failed (and so resumable) from here on
+    try:
+        step = resume(s, run_id)
+    except (RunNotFound, ResumeRefused) as exc:
+        fail(str(exc), as_json=as_json)
+    if not as_json:
+        typer.echo(f"run {run_id} resumes from its checkpoint at step {step}")
+    started(s, run_id, wait=wait, as_json=as_json)
+
+
 def started(s, run_id: int, *, wait: bool, as_json: bool) -> None:
     """After a run is queued: say so at once, or with `wait` follow it to its end."""
     from training.queue import progress
 
+    from training.base_models import not_served_note
+
     info = progress(s, run_id)
+    note = not_served_note(s, info.base_model) if info.base_model else None
+    if note and not as_json:
+        typer.echo(f"note: {note}")
     if info.excluded_conversations and not as_json:
         typer.echo(f"note: {info.excluded_conversations} conversation(s) of {info.dataset} left out: they are eval "
                    "items, and an adapter is never trained on what it is judged on")
@@ -193,18 +254,20 @@ def follow(s, run_id: int, *, as_json: bool) -> None:
 
 
 def progress_line(info: RunProgress) -> str:
-    """`#7 running support@2 step 12/40 loss 1.234 eval 1.456 lr 2.0e-04 150 tok/s ETA 3m05s`"""
+    """`#7 running support@2 step 12/40 last-step loss 1.234 held-out loss 1.456 lr 2.0e-04 150 trained tokens/s ...`"""
     parts = [f"#{info.id}", f"{info.status:<9}", info.dataset or "?"]
     if info.total_steps:
         parts.append(f"step {info.step}/{info.total_steps}")
     if info.loss is not None:
-        parts.append(f"loss {info.loss:.4f}")
+        parts.append(f"{LAST_STEP_LOSS} {info.loss:.4f}")
     if info.eval_loss is not None:
-        parts.append(f"eval {info.eval_loss:.4f}")
+        parts.append(f"{HELD_OUT_LOSS} {info.eval_loss:.4f}")
     if info.learning_rate is not None and info.status == "running":
         parts.append(f"lr {info.learning_rate:.1e}")
     if info.tokens_per_second:
-        parts.append(f"{info.tokens_per_second:.0f} tok/s")
+        parts.append(speed_text(info.tokens_per_second))
+    if info.step_seconds and info.status == "running":
+        parts.append(f"{info.step_seconds:.1f} s/step")
     if info.eta_seconds is not None:
         parts.append(f"ETA {duration(info.eta_seconds)}")
     if info.adapter:
@@ -215,9 +278,11 @@ def progress_line(info: RunProgress) -> str:
 
 
 def final_line(info: RunProgress) -> str:
+    again = (f" (resume it from step {info.resume_step}: `tuneloop runs resume {info.id}`)"
+             if info.resume_step is not None else "")
     if info.status == "failed":
-        return f"run {info.id} failed: {info.error}"
-    bits = [f"run {info.id} {info.status}"]
+        return f"run {info.id} failed: {info.error}{again}"
+    bits = [f"run {info.id} {info.status}{again}"]
     if info.adapter:
         bits.append(f"adapter {info.adapter}")
     return ", ".join(bits + (loss_bits(info.metrics) if info.metrics else []))
@@ -231,6 +296,7 @@ CONFIG_FLAGS = {
     "grad_accum": "--grad-accum", "max_seq_len": "--max-seq-len", "eval_fraction": "--eval-fraction",
     "eval_every": "--eval-every", "seed": "--seed", "beta": "--beta", "pref_learning_rate": "--pref-lr",
     "pref_epochs": "--pref-epochs", "pref_max_steps": "--pref-max-steps", "name": "--name",
+    "ray_address": "TUNELOOP_RAY_ADDRESS",  # a setting, not a flag (training.ray_backend.preflight)
 }
 
 

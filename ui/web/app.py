@@ -12,6 +12,7 @@ serves the OpenAI-compatible API under /v1, on settings.host:settings.port.
 from __future__ import annotations
 
 import hashlib
+import html
 import logging
 from typing import Callable
 
@@ -19,12 +20,14 @@ import gradio as gr
 from fastapi import FastAPI
 
 from store.settings import Settings
-from ui.web.context import AppContext, Trainer, new_anonymous_id
+from ui.web.context import AppContext, Trainer, browser_identity
 from ui.web.tabs import adapters as tab_adapters
 from ui.web.tabs import chat as tab_chat
 from ui.web.tabs import compare as tab_compare
 from ui.web.tabs import data as tab_data
+from ui.web.tabs import evaluate as tab_evaluate
 from ui.web.tabs import feedback as tab_feedback
+from ui.web.tabs import review as tab_review
 from ui.web.tabs import train as tab_train
 
 log = logging.getLogger("tuneloop.ui")
@@ -73,6 +76,17 @@ def startup_note(settings: Settings) -> tuple[str, str]:
                       "and ratings are recorded per browser")
 
 
+def who_text(username: str | None, ident: dict) -> str:
+    """The line under the title saying whose name ratings carry."""
+    if username:
+        return f"Signed in as **{html.escape(username)}**; your ratings carry your name."
+    if ident.get("name"):
+        return (f"No logins on this installation: your ratings show as **{html.escape(ident['name'])} (guest)** "
+                "(the name is kept in this browser).")
+    return ("No logins on this installation: your ratings are recorded for this browser. Give your name below so "
+            "they show under it, from any browser.")
+
+
 def build_app(ctx: AppContext) -> gr.Blocks:
     """The Blocks of the whole app; mount it with `mount_ui` (theme and CSS are passed there)."""
     logins = bool(ctx.settings.login_pairs())
@@ -86,37 +100,68 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             if logins:
                 gr.Button("Log out", link="/logout", size="sm", scale=0, min_width=100)
         who = gr.Markdown(elem_classes=["tl-hint"], elem_id="tl-who")
+        if not logins:  # a guest's name on their ratings, kept in the browser (tuneloop-browser-id)
+            with gr.Row(equal_height=True, elem_id="tl-name-row"):
+                rater_name = gr.Textbox(show_label=False, container=False, max_lines=1, scale=4, elem_id="tl-name",
+                                        placeholder="Your name on your ratings (optional), e.g. Maria")
+                name_btn = gr.Button("Save name", size="sm", scale=0, min_width=110, elem_id="tl-name-save")
         refreshers: list[tuple[Callable, list | None, list]] = []  # (fn, inputs, outputs) per tab
+        loads: list[tuple[Callable, list | None, list]] = []  # page-load-only events (restoring open chats)
         with gr.Tabs():
             with gr.Tab("Data", id="data"):
                 refreshers.append(tab_data.render(ctx))
             with gr.Tab("Train", id="train") as train_tab:
                 train_refresh = tab_train.render(ctx)
             with gr.Tab("Chat", id="chat") as chat_tab:
-                chat_refresh = tab_chat.render_chat(ctx, anon_id)
+                chat_refresh = tab_chat.render_chat(ctx, anon_id, loads)
             with gr.Tab("Compare A/B", id="compare") as compare_tab:
-                compare_refresh = tab_compare.render_compare(ctx, anon_id)
+                compare_refresh = tab_compare.render_compare(ctx, anon_id, loads)
             with gr.Tab("Feedback", id="feedback") as feedback_tab:
                 feedback_refresh = tab_feedback.render(ctx, anon_id)
+            with gr.Tab("Review", id="review") as review_tab:
+                review_refresh = tab_review.render(ctx, anon_id)
+            with gr.Tab("Evaluate", id="evaluate") as evaluate_tab:
+                evaluate_refresh = tab_evaluate.render(ctx, anon_id)
             with gr.Tab("Adapters", id="adapters") as adapters_tab:
                 adapters_refresh = tab_adapters.render(ctx)
-        refreshers += [train_refresh, chat_refresh, compare_refresh, feedback_refresh, adapters_refresh]
+        refreshers += [train_refresh, feedback_refresh, adapters_refresh]  # chat and compare: in `loads`
+        refreshers.append(evaluate_refresh)
+        refreshers.append(review_refresh)
 
         def identify(anon, request: gr.Request):
-            anon = anon or new_anonymous_id()
+            ident = browser_identity(anon)
             username = getattr(request, "username", None)
-            text = (f"Signed in as **{username}**; your ratings carry your name." if username else
-                    "No logins on this installation: your ratings are recorded for this browser.")
-            return anon, text
+            if logins:
+                return ident, who_text(username, ident)
+            return ident, who_text(username, ident), ident["name"]
 
-        demo.load(identify, [anon_id], [anon_id, who], show_progress="hidden", api_visibility="private")
-        for fn, inputs, outputs in refreshers:
+        def save_name(name, anon):
+            from ui.web.rating_payloads import RatingError, clean_display_name
+
+            try:
+                name = clean_display_name(name)
+            except RatingError as exc:
+                gr.Warning(str(exc))
+                return gr.skip(), gr.skip(), gr.skip()
+            ident = {**browser_identity(anon), "name": name}
+            gr.Info(f"Your ratings now show as {html.escape(name)} (guest)." if name else
+                    "Name removed: your ratings are recorded for this browser.")
+            return ident, who_text(None, ident), name
+
+        demo.load(identify, [anon_id], [anon_id, who] + ([] if logins else [rater_name]), show_progress="hidden",
+                  api_visibility="private")
+        if not logins:
+            for trigger in (name_btn.click, rater_name.submit):
+                trigger(save_name, [rater_name, anon_id], [anon_id, who, rater_name], show_progress="hidden",
+                        api_visibility="private")
+        for fn, inputs, outputs in refreshers + loads:
             demo.load(fn, inputs, outputs, show_progress="hidden", api_visibility="private")
         # Pickers and tables that other people and other tabs change: fresh whenever their tab is opened.
         for tab, (fn, inputs, outputs) in ((train_tab, train_refresh), (chat_tab, chat_refresh),
                                            (compare_tab, compare_refresh), (feedback_tab, feedback_refresh),
-                                           (adapters_tab, adapters_refresh)):
+                                           (adapters_tab, adapters_refresh), (evaluate_tab, evaluate_refresh)):
             tab.select(fn, inputs, outputs, show_progress="hidden", api_visibility="private")
+        review_tab.select(*review_refresh, show_progress="hidden", api_visibility="private")
     demo.queue(default_concurrency_limit=4)
     return demo
 

@@ -7,12 +7,13 @@ connections are bound to the thread that opened them and Gradio runs handlers in
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import gradio as gr
 
@@ -41,6 +42,8 @@ class Trainer(Protocol):
     def cancel(self, run_id: int) -> str: ...
     def reconcile(self) -> None: ...  # mark runs whose process died as failed
     def log_tail(self, run_dir: str | None, lines: int = 40) -> str: ...
+    def estimate(self, *, measure: bool = False, **options): ...  # training.dryrun.RunPreview (measure: run a probe)
+    def resume(self, run_id: int) -> int: ...  # the checkpoint step it resumes from
 
 
 @dataclass
@@ -59,10 +62,21 @@ class AppContext:
         return self.settings.served_base_name
 
 
-def current_user(request: gr.Request | None, anonymous_id: str | None) -> str:
-    """The logged-in user, or this browser's anonymous id when the app runs without logins."""
+def current_user(request: gr.Request | None, anonymous_id: str | dict | None) -> str:
+    """The logged-in user; without logins, the name this browser's rater gave, or the browser's anonymous id.
+
+    `anonymous_id` is the app's browser identity (gr.BrowserState): {"id": ..., "name": ...}, or the bare
+    id that browsers kept before names existed.
+    """
     username = getattr(request, "username", None) if request is not None else None
-    return user_name(username, anonymous_id)
+    ident = browser_identity(anonymous_id, fresh=False)
+    return user_name(username, ident["id"], ident["name"])
+
+
+def browser_identity(value: str | dict | None, *, fresh: bool = True) -> dict:
+    """The browser identity as {"id", "name"}; a new id when it has none yet (and `fresh`)."""
+    ident = dict(value) if isinstance(value, dict) else {"id": value}
+    return {"id": ident.get("id") or (new_anonymous_id() if fresh else ""), "name": ident.get("name") or ""}
 
 
 def new_anonymous_id() -> str:
@@ -72,6 +86,25 @@ def new_anonymous_id() -> str:
 def fail(message: str) -> "gr.Error":
     """A gr.Error for the user: no stack trace, a message that says what to do."""
     return gr.Error(message, print_exception=False)
+
+
+def keeps_form(n_outputs: int, *, title: str = "Not done") -> Callable:
+    """Decorate a handler so that a refusal (a gr.Error it raises) is a toast and changes none of its outputs.
+
+    Gradio marks every output of a failed event with a red "Error" badge that stays after the toast and
+    covers the very field the message asks to fill; a refused action must leave the form usable.
+    """
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)  # Gradio reads the signature through __wrapped__ (request, progress)
+        def handler(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error as exc:
+                gr.Warning(exc.message, duration=exc.duration, title=title)
+                skips = tuple(gr.skip() for _ in range(n_outputs))
+                return skips[0] if n_outputs == 1 else skips
+        return handler
+    return wrap
 
 
 def unexpected(action: str, exc: BaseException) -> "gr.Error":

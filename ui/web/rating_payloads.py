@@ -29,16 +29,37 @@ class RatingRequest:
     ab_turn_id: int | None = None
 
 
-def user_name(username: str | None, anonymous_id: str | None) -> str:
-    """Who a rating is from: the login name, or, without logins, this browser's anonymous id.
+GUEST_SUFFIX = " (guest)"
+MAX_DISPLAY_NAME = 40
+
+
+def user_name(username: str | None, anonymous_id: str | None, display_name: str | None = None) -> str:
+    """Who a rating is from: the login name; without logins, the name the rater gave ("Maria (guest)"),
+    else this browser's anonymous id.
 
     Without logins every browser gets its own id (kept in the browser), so two people rating the
-    same answer at once keep two ratings instead of overwriting one.
+    same answer at once keep two ratings instead of overwriting one; a rater who gives a name keeps it
+    in the browser, and their ratings from every browser show under that one name.
     """
     if username:
         return username
+    try:
+        name = clean_display_name(display_name)
+    except RatingError:
+        name = ""
+    if name:
+        return name + GUEST_SUFFIX
     anon = re.sub(r"[^a-zA-Z0-9-]", "", anonymous_id or "")[:36]
     return ANONYMOUS_PREFIX + (anon or "unknown")
+
+
+def clean_display_name(text: str | None) -> str:
+    """A rater's display name as stored: spaces collapsed, no control characters; "" for none.
+    RatingError (worded for the rater) when it is too long."""
+    name = " ".join("".join(ch for ch in (text or "") if ch.isprintable()).split())
+    if len(name) > MAX_DISPLAY_NAME:
+        raise RatingError(f"That name has {len(name)} characters; use at most {MAX_DISPLAY_NAME}.")
+    return name
 
 
 def thumb_request(index: int | tuple | list, liked: bool | str | None, message_ids: list[int | None]) -> RatingRequest:

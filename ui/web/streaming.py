@@ -24,6 +24,8 @@ class SideState:
     text: str = ""
     done: bool = False
     error: BaseException | None = None
+    end: object = None
+    """The stream's last item when it says why the answer ended (serving.chat.StreamEnd)."""
 
 
 def stream_together(streams: dict[str, Callable[[], Iterator[str]]], *,
@@ -44,7 +46,7 @@ def stream_together(streams: dict[str, Callable[[], Iterator[str]]], *,
                 for chunk in iterator:
                     if stop.is_set():
                         break
-                    if chunk:
+                    if chunk or hasattr(chunk, "finish_reason"):  # text, or the StreamEnd saying why it ended
                         events.put((key, chunk))
             finally:
                 close = getattr(iterator, "close", None)
@@ -72,6 +74,8 @@ def stream_together(streams: dict[str, Callable[[], Iterator[str]]], *,
                         pending -= 1
                     elif isinstance(item, BaseException):
                         state.error = item
+                    elif hasattr(item, "finish_reason"):
+                        state.end = item
                     else:
                         state.text += item
                     dirty = True
@@ -82,6 +86,6 @@ def stream_together(streams: dict[str, Callable[[], Iterator[str]]], *,
             if dirty and (now - last_yield >= min_interval or not pending):
                 last_yield = now
                 dirty = False
-                yield {k: SideState(s.text, s.done, s.error) for k, s in states.items()}
+                yield {k: SideState(s.text, s.done, s.error, s.end) for k, s in states.items()}
     finally:
         stop.set()

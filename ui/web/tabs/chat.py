@@ -17,12 +17,13 @@ import html
 import gradio as gr
 
 from serving.ab_session import aligned, last_saved
-from serving.history import to_openai_messages
+from serving.generation import APP_DEFAULTS, defaults_for
 from store import chats, ratings
+from ui.web.chat_view import feedback_values, prompt_messages, shown_answer
 from ui.web.context import AppContext, current_user, fail, unexpected
 from ui.web.rating_payloads import RatingError, answer_choices, correction_request, thumb_request
 
-DEFAULT_MAX_TOKENS = 256
+DEFAULT_MAX_TOKENS = APP_DEFAULTS.max_tokens
 
 
 # ------------------------------------------------------------------ models and settings
@@ -70,13 +71,44 @@ def settings_panel(prefix: str):
                             placeholder="You are a friendly support agent for ACME. Answer briefly.",
                             info="Instructions the model gets before the conversation.")
         with gr.Row():
-            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature",
+            temperature = gr.Slider(0, 2, value=APP_DEFAULTS.temperature, step=0.05, label="Temperature",
                                     info="0 = always the most likely words; 0.7 usual; above 1 erratic.")
             top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="Top-p",
                               info="Only sample from the most likely words covering this share; 0.9–1 usual.")
             max_tokens = gr.Slider(16, 2048, value=DEFAULT_MAX_TOKENS, step=16, label="Max answer length (tokens)",
-                                   info="Longest answer; about 0.75 words per token.")
+                                   info="Longest answer; about 0.75 words per token.", elem_id=f"{prefix}-max-tokens")
     return system, temperature, top_p, max_tokens
+
+
+def model_defaults(ctx: AppContext, model: str | None):
+    """The picked model's generation defaults as updates of (system prompt, temperature, max tokens)."""
+    with ctx.db() as db:
+        d = defaults_for(db, model)
+    return d.system_prompt, d.temperature, d.max_tokens
+
+
+def stored_context(ctx: AppContext, ids) -> list[dict] | None:
+    """The stored conversation up to the newest saved message of `ids` (what the model is sent), or None."""
+    last = last_saved(ids)
+    if last is None:
+        return None
+    with ctx.db() as db:
+        return chats.conversation_until(db, last)
+
+
+def thumbs_of(ctx: AppContext, user: str, ids) -> dict[int, str]:
+    """The user's stored thumbs on the answers `ids` holds: {message id: "up" | "down"}."""
+    saved = [i for i in ids or [] if i is not None]
+    if not saved:
+        return {}
+    with ctx.db() as db:
+        return {r["message_id"]: r["value"] for r in ratings.user_ratings(db, user, message_ids=saved)
+                if r["kind"] == "thumb"}
+
+
+def shown(history, ids, thumbs) -> dict:
+    """The chatbot's update: the messages and, again, the thumbs given (Gradio drops them on every new value)."""
+    return gr.update(value=history, feedback_value=feedback_values(history, ids, thumbs))
 
 
 # ------------------------------------------------------------------ single chat
@@ -97,25 +129,31 @@ def chat_send(ctx: AppContext, message, history, state, model, system, temperatu
         raise fail("Pick a model to chat with.")
     params = sampling(temperature, top_p, max_tokens)
     ids = aligned(state.get("ids"), history)
-    prompt = to_openai_messages(history, system, message)
+    user = current_user(request, anon_id)
+    thumbs = thumbs_of(ctx, user, ids)
+    prompt = prompt_messages(stored_context(ctx, ids), history, system, message)
     history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
     ids += [None, None]
-    yield history, "", state
-    answer = ""
+    yield shown(history, ids, thumbs), "", state
+    answer, end = "", None
     try:
         for piece in ctx.server.stream(model, prompt, params):
+            if hasattr(piece, "finish_reason"):  # serving.chat.StreamEnd: why the answer ended
+                end = piece
+                continue
             answer += piece
-            history[-1] = {"role": "assistant", "content": answer}
-            yield list(history), "", state
+            history[-1] = {"role": "assistant", "content": shown_answer(answer)}
+            yield shown(list(history), ids, thumbs), "", state
     except Exception as exc:  # noqa: BLE001 - ChatError carries a message for the user
         _chat_failed(exc)
-        yield history[:-2], message, {**state, "ids": ids[:-2]}
+        yield shown(history[:-2], ids[:-2], thumbs), message, {**state, "ids": ids[:-2]}
         return
+    cut = bool(end is not None and end.cut_off)
+    history[-1] = {"role": "assistant", "content": shown_answer(answer, cut_off=cut, max_tokens=params.max_tokens)}
     if not answer.strip():
         gr.Warning("The model gave an empty answer; it was not saved. Try again or raise the answer length.")
-        yield history, "", {**state, "ids": ids}
+        yield shown(history, ids, thumbs), "", {**state, "ids": ids}
         return
-    user = current_user(request, anon_id)
     try:
         with ctx.db() as db:
             ex = chats.record_exchange(db, session_id=state.get("session_id"), user=user,
@@ -123,10 +161,10 @@ def chat_send(ctx: AppContext, message, history, state, model, system, temperatu
                                        model=model, settings=settings_dict(system, temperature, top_p, max_tokens))
     except Exception as exc:  # noqa: BLE001 - the answer stays visible; only rating it is not possible
         not_saved(exc)
-        yield history, "", {**state, "ids": ids}
+        yield shown(history, ids, thumbs), "", {**state, "ids": ids}
         return
     ids[-2:] = [ex.user_message_id, ex.answer_id]
-    yield history, "", {"session_id": ex.session_id, "ids": ids}
+    yield shown(history, ids, thumbs_of(ctx, user, ids)), "", {"session_id": ex.session_id, "ids": ids}
 
 
 def _chat_failed(exc: BaseException) -> None:
@@ -204,7 +242,46 @@ def correction_box(prefix: str):
     return target, text, save, status
 
 
-def render_chat(ctx: AppContext, anon_id: gr.BrowserState):
+def restored_settings(settings: dict, fallback: tuple) -> tuple:
+    """(system, temperature, top_p, max tokens) of a restored chat's last answer, `fallback`'s where missing."""
+    system, temperature, max_tokens = fallback
+    return (settings.get("system_prompt", system), settings.get("temperature", temperature),
+            settings.get("top_p", 1.0), settings.get("max_tokens", max_tokens))
+
+
+def load_chat(ctx: AppContext, current, anon_id, request: gr.Request | None = None):
+    """On page load: the model pickers, and the user's open chat from the store (a reload loses nothing)."""
+    from serving.open_chats import open_chat
+    from ui.web.chat_view import shown_answer as show
+
+    choices, base, _newest, note = model_options(ctx)
+    values = {v for _, v in choices}
+    username = getattr(request, "username", None) if request is not None else None
+    opened = None
+    if username or anon_id:  # a browser with no identity yet has nothing stored
+        with ctx.db() as db:
+            opened = open_chat(db, current_user(request, anon_id))
+    if opened is None:
+        model = current if current in values else base
+        system, temperature, max_tokens = model_defaults(ctx, model)
+        return (gr.update(choices=choices, value=model), note, gr.skip(), gr.skip(), system, temperature, gr.skip(),
+                max_tokens, gr.skip())
+    model = opened.model if opened.model in values else base
+    if opened.model and opened.model not in values:
+        note = (note + " " if note else "") + (f"Your last chat was with {html.escape(opened.model)}, which is not "
+                                               "served now: the next message goes to the model picked above.")
+    history = [{"role": m["role"], "content": show(m["content"]) if m["role"] == "assistant" else m["content"]}
+               for m in opened.messages]
+    system, temperature, top_p, max_tokens = restored_settings(opened.settings, model_defaults(ctx, model))
+    choices_now = correction_choices(history, opened.ids)
+    return (gr.update(choices=choices, value=model), note,
+            gr.update(value=history, feedback_value=feedback_values(history, opened.ids, opened.thumbs)),
+            {"session_id": opened.session_id, "ids": opened.ids}, system, temperature, top_p, max_tokens,
+            gr.update(choices=choices_now, value=first_choice(choices_now)))
+
+
+def render_chat(ctx: AppContext, anon_id: gr.BrowserState, loads: list | None = None):
+    """The tab; `loads` gets the page-load event that restores the user's open chat."""
     state = gr.State(new_chat_state())
     with gr.Row():
         model = gr.Dropdown([], label="Model", scale=3, elem_id="chat-model",
@@ -236,7 +313,10 @@ def render_chat(ctx: AppContext, anon_id: gr.BrowserState):
                 [chatbot, state], [target], show_progress="hidden")
     new.click(lambda: ([], new_chat_state(), gr.update(choices=[], value=None)), None, [chatbot, state, target],
               cancels=[ev1, ev2])
-    model.change(lambda: ([], new_chat_state(), gr.update(choices=[], value=None)), None, [chatbot, state, target])
+    # `input`: only a person's pick starts a new chat (restoring the open chat on load sets the picker too),
+    # with the picked model's generation defaults.
+    model.input(lambda m: ([], new_chat_state(), gr.update(choices=[], value=None), *model_defaults(ctx, m)),
+                [model], [chatbot, state, target, system, temperature, max_tokens])
     chatbot.clear(lambda: (new_chat_state(), gr.update(choices=[], value=None)), None, [state, target],
                   cancels=[ev1, ev2])
 
@@ -254,6 +334,12 @@ def render_chat(ctx: AppContext, anon_id: gr.BrowserState):
         keep = current if any(v == current for _, v in choices) else base
         return gr.update(choices=choices, value=keep), note
 
+    if loads is not None:
+        def on_load(current, anon, request: gr.Request):
+            return load_chat(ctx, current, anon, request)
+
+        loads.append((on_load, [model, anon_id], [model, server_note, chatbot, state, system, temperature, top_p,
+                                                   max_tokens, target]))
     return refresh, [model], [model, server_note]
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from store.datasets import (DatasetNotFound, iter_version_conversations, list_datasets, resolve_version,
-                            version_conversation_count)
-from ui.web.context import AppContext, fail, unexpected
+from store.datasets import DatasetNotFound, list_datasets, resolve_version, version_conversation_count
+from ui.web.context import AppContext, fail, keeps_form, unexpected
 from ui.text import short_time
 from ui.web.html import conversations_html
 
@@ -25,6 +24,7 @@ def esc(text: str) -> str:
 
 
 PREVIEW_CONVERSATIONS = 3  # per file
+PREVIEW_COUNT_LIMIT = 200_000  # records counted before import, per file (the total and the duplicates)
 BROWSE_PAGE = 5
 FILE_TYPES = [".jsonl", ".json", ".csv", ".txt", ".tsv", ".ndjson", ".log", ".md"]
 REJECT_COLUMNS = ["File", "Where", "Problem"]
@@ -45,7 +45,21 @@ def parse_pairs(text: str, what: str) -> dict[str, str]:
     return parse_items(filter(None, (p.strip() for p in (text or "").replace("\n", ",").split(","))), what)
 
 
-def build_options(settings, fmt: str, role_map: str, csv_columns: str, labels: str, separator: str):
+def parse_mapping(text: str) -> dict[str, str]:
+    """'turns=dialogContent' one per line -> {'turns': 'dialogContent'}; lines only, since a JMESPath
+    expression may hold commas. ValueError names the bad line."""
+    from training.importers import parse_pairs as parse_items
+
+    return parse_items(filter(None, (p.strip() for p in (text or "").splitlines())), "JSON mapping")
+
+
+def parse_accounts(text: str) -> tuple[str, ...]:
+    """'AcmeSupport, help@acme.example' (commas or lines) -> ('AcmeSupport', 'help@acme.example')."""
+    return tuple(a for a in (p.strip() for p in (text or "").replace("\n", ",").split(",")) if a)
+
+
+def build_options(settings, fmt: str, role_map: str, csv_columns: str, labels: str, separator: str,
+                  reply_columns: str = "", agents: str = "", orphans: bool = False, json_map: str = ""):
     from training.importers import ImportOptions
 
     try:
@@ -53,7 +67,9 @@ def build_options(settings, fmt: str, role_map: str, csv_columns: str, labels: s
             format=fmt or "auto", role_map=parse_pairs(role_map, "Speaker roles"),
             csv_columns=parse_pairs(csv_columns, "CSV columns"),
             transcript_labels=parse_pairs(labels, "Transcript labels"),
-            transcript_separator=(separator or None), max_messages=settings.max_conversation_messages,
+            transcript_separator=(separator or None), reply_columns=parse_pairs(reply_columns, "Reply columns"),
+            agent_accounts=parse_accounts(agents), reply_orphans="start" if orphans else "reject",
+            json_map=parse_mapping(json_map), max_messages=settings.max_conversation_messages,
             max_chars=settings.max_conversation_chars,
         )
     except ValueError as exc:
@@ -64,7 +80,8 @@ def build_options(settings, fmt: str, role_map: str, csv_columns: str, labels: s
     return options
 
 
-OPTION_LABELS = {"format": "Format", "csv_columns": "CSV columns", "transcript_labels": "Transcript labels"}
+OPTION_LABELS = {"format": "Format", "csv_columns": "CSV columns", "transcript_labels": "Transcript labels",
+                 "reply_columns": "Reply columns", "agent_accounts": "Agent accounts", "json_map": "JSON mapping"}
 
 
 def _options_hint(exc: Exception) -> str:
@@ -85,42 +102,49 @@ def _paths(files) -> list[Path]:
 
 # ------------------------------------------------------------------ handlers
 
-def preview(ctx: AppContext, files, fmt, role_map, csv_columns, labels, separator):
+def preview(ctx: AppContext, files, fmt, role_map, csv_columns, labels, separator, *shape):
     """Detected format and the first conversations of each uploaded file."""
     from training.importers import Conversation, ImportFileError, Reject, open_import
 
     paths = _paths(files)
     if not paths:
         return "Drop one or more conversation log files above to see what they hold.", conversations_html([], "")
-    options = build_options(ctx.settings, fmt, role_map, csv_columns, labels, separator)
+    options = build_options(ctx.settings, fmt, role_map, csv_columns, labels, separator, *shape)
+    from training.importers.model import UnknownFormat
+    from ui.web.import_words import FileCount, detected_line, unknown_format_line, without_name
+
     lines, items = [], []
     for path in paths:
         try:
             stream = open_import(path, options)
-            shown = rejected = 0
-            for item in stream:
-                if isinstance(item, Conversation):
-                    items.append((f"{path.name} · {item.location}", item.messages))
-                    shown += 1
-                elif isinstance(item, Reject):
-                    rejected += 1
-                if shown >= PREVIEW_CONVERSATIONS:
+            counts, seen, shown = FileCount(), {}, 0
+            for n, item in enumerate(stream):  # the whole file: its total, and which lines repeat earlier ones
+                if n >= PREVIEW_COUNT_LIMIT:
+                    counts.complete = False
                     break
+                if isinstance(item, Conversation):
+                    counts.add(item.location, item.messages, seen)
+                    if shown < PREVIEW_CONVERSATIONS:
+                        items.append((f"{path.name} · {item.location}", item.messages))
+                        shown += 1
+                elif isinstance(item, Reject):
+                    counts.rejected += 1
             close = getattr(stream, "close", None)
             if close:
                 close()
-            note = f", {rejected} record(s) rejected among the first ones" if rejected else ""
-            lines.append(f"- **{esc(path.name)}**: {esc(stream.format)} "
-                         f"({esc(stream.format_reason)}), encoding {esc(stream.encoding)}{note}")
+            lines.append(detected_line(path.name, stream.format, stream.format_reason, stream.encoding, counts))
+        except UnknownFormat as exc:
+            lines.append(unknown_format_line(path.name, without_name(str(exc), path.name)))
         except ImportFileError as exc:
-            lines.append(f"- **{esc(path.name)}**: cannot be read: {esc(str(exc))}{_options_hint(exc)}")
+            lines.append(f"- **{esc(path.name)}**: cannot be read: {esc(without_name(str(exc), path.name))}"
+                         f"{_options_hint(exc)}")
         except Exception as exc:  # noqa: BLE001
             raise unexpected(f"Reading {path.name}", exc)
     summary = "**Detected**\n\n" + "\n".join(lines)
     return summary, conversations_html(items, "No conversation could be read from these files yet.")
 
 
-def run_import(ctx: AppContext, files, dataset, fmt, role_map, csv_columns, labels, separator,
+def run_import(ctx: AppContext, files, dataset, fmt, role_map, csv_columns, labels, separator, *shape,
                progress=gr.Progress()):
     """Import every file into `dataset`; returns the report, the rejects table and fresh lists."""
     from training.importers import ImportFileError
@@ -137,7 +161,7 @@ def run_import(ctx: AppContext, files, dataset, fmt, role_map, csv_columns, labe
         dataset = validate_dataset_name(dataset)
     except ValueError as exc:
         raise fail(f"{exc}.")
-    options = build_options(ctx.settings, fmt, role_map, csv_columns, labels, separator)
+    options = build_options(ctx.settings, fmt, role_map, csv_columns, labels, separator, *shape)
     lines, rejects = [], []
     ok = 0
     for i, path in enumerate(paths):
@@ -161,7 +185,12 @@ def run_import(ctx: AppContext, files, dataset, fmt, role_map, csv_columns, labe
                          f"{report.duplicates} duplicate(s), {report.already_in_dataset} already in the dataset); "
                          "no version was made")
         except ImportFileError as exc:
-            lines.append(f"- **{esc(path.name)}**: not imported: {esc(str(exc))}{_options_hint(exc)}")
+            from training.importers.model import UnknownFormat
+
+            if isinstance(exc, UnknownFormat):  # said once, under "Detected", with what to do
+                lines.append(f"- **{esc(path.name)}**: not imported: its format was not recognised (see “Detected”)")
+            else:
+                lines.append(f"- **{esc(path.name)}**: not imported: {esc(str(exc))}{_options_hint(exc)}")
             continue
         except Exception as exc:  # noqa: BLE001
             raise unexpected(f"Importing {path.name}", exc)
@@ -190,6 +219,9 @@ def dataset_rows(datasets: list[dict]) -> list[list]:
             for src in v["sources"]:
                 if src.get("file"):
                     made_from.append(f"{src['file']} ({src.get('format', '?')})")
+                elif src.get("kind") == "removed":
+                    ids = ", ".join(str(i) for i in src.get("conversations", []))
+                    made_from.append(f"removed id {ids} from {src.get('from', '?')}: {src.get('reason', '')}")
                 elif src.get("kind") == "ratings" or "ratings" in src:
                     made_from.append(f"{src.get('count', src.get('ratings', '?'))} ratings")
                 else:
@@ -212,23 +244,120 @@ def refresh_lists(ctx: AppContext, selected: str | None = None):
     return table, picker, browse
 
 
-def browse(ctx: AppContext, ref: str | None, page: float | None):
+def browse(ctx: AppContext, ref: str | None, page: float | None, text: str = "", source: str | None = None):
+    """One page of a version's conversations, only those containing `text` and from file `source` when given."""
+    from store.dataset_edits import search_version
+
     if not ref:
         return "Pick a dataset version to read its conversations.", conversations_html([], ""), gr.update()
+    text = (text or "").strip()
     with ctx.db() as db:
         try:
             version = resolve_version(db, ref)
         except (DatasetNotFound, ValueError) as exc:
             raise fail(f"{exc}. Refresh the list and pick another version.")
-        total = version_conversation_count(db, version.id)
+        if text or source:
+            _, total = search_version(db, version.id, text=text, source=source, limit=0)
+        else:
+            total = version_conversation_count(db, version.id)
         pages = max(1, -(-total // BROWSE_PAGE))
         page = min(max(1, int(page or 1)), pages)
-        convs = list(iter_version_conversations(db, version.id, limit=BROWSE_PAGE, offset=(page - 1) * BROWSE_PAGE))
+        convs, _ = search_version(db, version.id, text=text, source=source, limit=BROWSE_PAGE,
+                                  offset=(page - 1) * BROWSE_PAGE)
     first = (page - 1) * BROWSE_PAGE
-    items = [(f"#{first + i + 1} · {c['source']} {c['meta'].get('location', '')}", c["messages"])
+    items = [(f"#{first + i + 1} · id {c['id']} · {c['source']} {c['meta'].get('location', '')}", c["messages"])
              for i, c in enumerate(convs)]
-    info = f"**{esc(ref)}**: conversations {first + 1}–{first + len(convs)} of {total} (page {page} of {pages})"
-    return info, conversations_html(items, "This version has no conversations."), gr.update(maximum=pages, value=page)
+    what = " and ".join(([f"containing “{esc(text)}”"] if text else []) + ([f"from {esc(source)}"] if source else []))
+    if what and not total:
+        info = f"**{esc(ref)}**: no conversation {what}."
+    else:
+        info = (f"**{esc(ref)}**: conversations {first + 1}–{first + len(convs)} of {total}"
+                + (f" {what}" if what else "") + f" (page {page} of {pages})")
+    empty = "No conversation matches." if what else "This version has no conversations."
+    return info, conversations_html(items, empty), gr.update(maximum=pages, value=page)
+
+
+def source_choices(ctx: AppContext, ref: str | None):
+    """The source-file filter for a version: every file its conversations came from, with counts."""
+    from store.dataset_edits import version_sources
+
+    choices = [("All files", "")]
+    if ref:
+        with ctx.db() as db:
+            try:
+                version = resolve_version(db, ref)
+            except (DatasetNotFound, ValueError):
+                return gr.update(choices=choices, value="")
+            choices += [(f"{name or '(unknown)'} ({n})", name) for name, n in version_sources(db, version.id)]
+    return gr.update(choices=choices, value="")
+
+
+def remove_conversation(ctx: AppContext, ref: str | None, conv_id, reason: str, user: str = ""):
+    """Remove one conversation from the newest version of `ref`'s dataset as a new version; returns fresh lists."""
+    from store.dataset_edits import NotInVersion, remove_conversations
+
+    if not ref:
+        raise fail("Pick a dataset version first, then the id of the conversation to remove.")
+    if conv_id is None or int(conv_id) < 1:
+        raise fail("Type the id of the conversation to remove: it is shown above each conversation (“id 12”).")
+    if not (reason or "").strip():
+        raise fail("Say why the conversation is removed: the reason is kept with the new version.")
+    dataset = ref.partition("@")[0]
+    with ctx.db() as db:
+        try:
+            version = remove_conversations(db, dataset, [int(conv_id)], reason, by=user or "")
+        except (DatasetNotFound, NotInVersion) as exc:
+            raise fail(f"{exc}. Removing works on the newest version; pick it and use an id shown there.")
+    gr.Info(f"Made {version} without conversation {int(conv_id)}.")
+    table, _picker, browse_update = refresh_lists(ctx, dataset)
+    note = f"Made **{esc(str(version))}** without conversation id {int(conv_id)} ({esc(reason.strip())}); earlier versions keep it."
+    return note, table, {**browse_update, "value": str(version)}
+
+
+# ------------------------------------------------------------------ import profiles
+
+def profile_names(ctx: AppContext) -> list[str]:
+    from store.import_profiles import list_profiles
+
+    with ctx.db() as db:
+        return [p["name"] for p in list_profiles(db)]
+
+
+def _pairs_text(mapping: dict, sep: str = ", ") -> str:
+    return sep.join(f"{k}={v}" for k, v in (mapping or {}).items())
+
+
+def load_profile(ctx: AppContext, name: str | None):
+    """The option fields filled from a saved profile (format, columns, roles, reply settings, JSON mapping)."""
+    from store.import_profiles import ProfileNotFound, get_profile
+    from training.importers.profiles import options_from
+
+    if not name:
+        return tuple(gr.update() for _ in range(9))
+    with ctx.db() as db:
+        try:
+            o = options_from(get_profile(db, name))
+        except ProfileNotFound as exc:
+            raise fail(f"{exc}.")
+    return (o.format, _pairs_text(o.role_map), _pairs_text(o.csv_columns), _pairs_text(o.transcript_labels),
+            o.transcript_separator or "", _pairs_text(o.reply_columns), ", ".join(o.agent_accounts),
+            o.reply_orphans == "start", _pairs_text(o.json_map, "\n"))
+
+
+def save_profile(ctx: AppContext, name: str, *opts):
+    """Save the import options as profile `name`; returns the profile picker, showing it."""
+    from store.import_profiles import save_profile as store_profile
+    from training.importers.profiles import profile_of, validate_profile_name
+
+    try:
+        name = validate_profile_name(name)
+    except ValueError as exc:
+        raise fail(f"{exc}. Type a name under “Save these options as a profile”.")
+    options = build_options(ctx.settings, *opts)
+    with ctx.db() as db:
+        new = store_profile(db, name, profile_of(options))
+    gr.Info(f"{'Saved' if new else 'Updated'} import profile “{name}”: pick it next time to read the same shape.")
+    return gr.update(choices=profile_names(ctx), value=name)
 
 
 # ------------------------------------------------------------------ layout
@@ -254,6 +383,28 @@ def render(ctx: AppContext):
                                     info="Speaker labels in plain-text transcripts, added to Customer/Agent.")
                 separator = gr.Textbox(label="Transcript separator", placeholder="---",
                                        info="A line that separates transcript conversations (default: blank lines).")
+                reply_columns = gr.Textbox(label="Reply columns", elem_id="data-reply-columns",
+                                           placeholder="id=tweet_id, reply_to=in_response_to_tweet_id",
+                                           info="Exports with one message per row and the id it answers (social "
+                                                "media, e-mail): which column holds id, reply_to, text, inbound or "
+                                                "author; missing ones are detected.")
+                agents = gr.Textbox(label="Agent accounts", placeholder="AcmeSupport, help@acme.example",
+                                    elem_id="data-agents",
+                                    info="In those exports, the authors who are your support side; everyone else "
+                                         "is the customer.")
+                orphans = gr.Checkbox(False, label="Let a reply to a message that is not in the file start a "
+                                                   "conversation (the export begins mid-thread)")
+                json_map = gr.Textbox(label="JSON mapping", lines=4, elem_id="data-json-map",
+                                      placeholder="turns=dialogContent\nspeaker=keys(@)[0]\ntext=values(@)[0]\n"
+                                                  "append_assistant=lastAgentTurn",
+                                      info="JSON of any other shape, one KEY=path per line (JMESPath): turns, "
+                                           "speaker, text, system, id, append_user, append_assistant, records.")
+                profile = gr.Dropdown([], value=None, label="Import profile", elem_id="data-profile",
+                                      info="Fill these options from a saved profile.")
+                with gr.Row(equal_height=True):
+                    profile_name = gr.Textbox(label="Save these options as a profile", placeholder="dialog export",
+                                              scale=3, elem_id="data-profile-name")
+                    profile_save = gr.Button("Save profile", size="sm", scale=1, elem_id="data-profile-save")
             dataset = gr.Dropdown([], label="Import into dataset", allow_custom_value=True, elem_id="data-dataset",
                                   info="Pick an existing dataset to add a new version, or type a new name.")
             import_btn = gr.Button("Import", variant="primary", elem_id="data-import")
@@ -276,20 +427,57 @@ def render(ctx: AppContext):
     with gr.Row():
         version = gr.Dropdown([], label="Dataset version", scale=3, elem_id="data-browse-version")
         page = gr.Number(1, label="Page", minimum=1, maximum=1, precision=0, scale=1, min_width=100)
-    browse_info = gr.Markdown()
-    browse_html = gr.HTML(elem_classes=["tl-scroll"])
+    with gr.Row():
+        search = gr.Textbox(label="Search text", placeholder="refund (press Enter)", scale=3,
+                            elem_id="data-browse-search")
+        source = gr.Dropdown([("All files", "")], value="", label="Source file", scale=2,
+                             elem_id="data-browse-source")
+    browse_info = gr.Markdown(elem_id="data-browse-info")
+    browse_html = gr.HTML(elem_classes=["tl-scroll"], elem_id="data-browse")
+    with gr.Accordion("Remove a conversation", open=False):
+        gr.Markdown("Makes a new version of the dataset without it, with your reason in its lineage; earlier "
+                    "versions, and adapters trained on them, keep it.")
+        with gr.Row(equal_height=True):
+            remove_id = gr.Number(None, label="Conversation id", precision=0, minimum=1, scale=1, min_width=120,
+                                  elem_id="data-remove-id")
+            remove_reason = gr.Textbox(label="Reason", placeholder="holds a customer's phone number", scale=3,
+                                       elem_id="data-remove-reason")
+            remove_btn = gr.Button("Remove from the newest version", variant="stop", scale=1, elem_id="data-remove")
+        remove_note = gr.Markdown(elem_id="data-remove-note")
 
-    opts = [fmt, role_map, csv_columns, labels, separator]
+    opts = [fmt, role_map, csv_columns, labels, separator, reply_columns, agents, orphans, json_map]
     files.change(lambda *a: preview(ctx, *a), [files, *opts], [detected, preview_html], api_name="preview_files")
     for option in opts:  # a changed option shows its effect on the preview at once
-        (option.change if option is fmt else option.blur)(lambda *a: preview(ctx, *a), [files, *opts],
-                                                          [detected, preview_html], show_progress="hidden")
-    import_btn.click(lambda *a, progress=gr.Progress(): run_import(ctx, *a, progress=progress),
-                     [files, dataset, *opts], [report, rejects, datasets_table, dataset, version],
+        (option.change if option is fmt or option is orphans else option.blur)(
+            lambda *a: preview(ctx, *a), [files, *opts], [detected, preview_html], show_progress="hidden")
+    profile.input(lambda n: load_profile(ctx, n), [profile], opts, show_progress="hidden").then(
+        lambda *a: preview(ctx, *a), [files, *opts], [detected, preview_html], show_progress="hidden")
+    profile_save.click(lambda n, *a: save_profile(ctx, n, *a), [profile_name, *opts], [profile],
+                       show_progress="hidden")
+    @keeps_form(5, title="Not imported")
+    def import_clicked(*a, progress=gr.Progress()):
+        return run_import(ctx, *a, progress=progress)
+
+    import_btn.click(import_clicked, [files, dataset, *opts], [report, rejects, datasets_table, dataset, version],
                      api_name="import_files", concurrency_limit=2)
     lists = lambda: refresh_lists(ctx)  # noqa: E731
     refresh_btn.click(lists, None, [datasets_table, dataset, version], show_progress="hidden")
-    version.change(lambda r: browse(ctx, r, 1), [version], [browse_info, browse_html, page], show_progress="hidden")
-    page.change(lambda r, p: browse(ctx, r, p), [version, page], [browse_info, browse_html, page],
+    # The file filter is reset for the new version first, so the page never shows one filter and applies another.
+    version.change(lambda r: source_choices(ctx, r), [version], [source], show_progress="hidden").then(
+        lambda r, q, f: browse(ctx, r, 1, q, f), [version, search, source], [browse_info, browse_html, page],
+        show_progress="hidden")
+    page.change(lambda r, p, q, f: browse(ctx, r, p, q, f), [version, page, search, source],
+                [browse_info, browse_html, page], show_progress="hidden")
+    for trigger in (search.submit, source.input):
+        trigger(lambda r, q, f: browse(ctx, r, 1, q, f), [version, search, source], [browse_info, browse_html, page],
                 show_progress="hidden")
-    return lists, None, [datasets_table, dataset, version]
+
+    def remove(ref, conv_id, reason, request: gr.Request):
+        return remove_conversation(ctx, ref, conv_id, reason, getattr(request, "username", None) or "")
+
+    remove_btn.click(remove, [version, remove_id, remove_reason], [remove_note, datasets_table, version])
+
+    def on_load():
+        return (*refresh_lists(ctx), gr.update(choices=profile_names(ctx)))
+
+    return on_load, None, [datasets_table, dataset, version, profile]

@@ -22,7 +22,7 @@ from store.winrate import WinRate
 
 COUNT_COLUMNS = ["Model", "Thumbs up", "Thumbs down", "Corrections", "A/B wins", "A/B losses", "Ties", "Both bad"]
 WIN_COLUMNS = ["Adapter", "Win rate over base (95% interval)", "Wins", "Losses", "Ties", "Both bad", "So far"]
-RECENT_COLUMNS = ["When (UTC)", "Who", "Kind", "Rating", "Model(s)", "Answer rated"]
+RECENT_COLUMNS = ["When (UTC)", "Who", "Kind", "Rating", "Model(s)", "Question", "Answer rated"]
 VALUE_LABELS = {"up": "thumbs up", "down": "thumbs down", "a": "A better", "b": "B better", "tie": "tie", "both_bad": "both bad"}
 
 
@@ -53,8 +53,19 @@ def recent_rows(rows: list[dict]) -> list[list]:
             model = r["model"] or models.get("model", "")
         value = VALUE_LABELS.get(r["value"], r["value"]) if r["kind"] != "correction" else r["value"]
         answer = r["answer"] or ""
-        out.append([short_time(r["updated_at"]), r["user"], r["kind"], _clip(value, 160), model, _clip(answer, 160)])
+        out.append([short_time(r["updated_at"]), r["user"], r["kind"], _clip(value, 160), model,
+                    _clip(question_of(r.get("context")), 160), _clip(answer, 160)])
     return out
+
+
+def question_of(context: str | None) -> str:
+    """The question the rated answer answered: the last user message of the rating's stored context."""
+    try:
+        messages = json.loads(context or "[]")
+    except ValueError:
+        return ""
+    return next((m.get("content") or "" for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"),
+                "")
 
 
 def _clip(text: str, n: int) -> str:
@@ -92,7 +103,7 @@ def render(ctx: AppContext, anon_id):
                           elem_id="fb-counts", elem_classes=["tl-table"])
     gr.Markdown("### Latest ratings")
     recent = gr.Dataframe(pd.DataFrame([], columns=RECENT_COLUMNS), interactive=False, wrap=True, max_height=360,
-                          elem_id="fb-recent", elem_classes=["tl-table"], column_widths=["14%", "12%", "9%", "20%", "18%", "27%"])
+                          elem_id="fb-recent", elem_classes=["tl-table"], column_widths=["11%", "10%", "7%", "16%", "14%", "20%", "22%"])
     outputs = [summary, counts, wins, recent]
     refresh_btn.click(lambda: refresh(ctx), None, outputs, api_name="feedback_refresh")
     return (lambda *current: (*refresh(ctx), round_refresh(*current))), round_inputs, outputs + round_outputs

@@ -25,6 +25,29 @@ LEFT_OUT_COLUMNS = ["Rating", "Kind", "Who", "Why it was left out"]
 BASE_CHOICE = "__base__"
 OPTION_LABELS = {"since": "Ratings", "replay_share": "Replay share", "dataset": "Dataset"}
 PART_WORDS = {"sft": "answers to learn (SFT)", "kto": "thumbs for KTO", "dpo": "preference pairs (DPO)"}
+DPO_PAIRS = ("each A/B vote with a winner gives one pair (the better answer over the other), each correction "
+             "one (the corrected text over the answer it corrects); ties and “both bad” give none")
+NEED_WORDS = {"sft": "answer(s) to learn (thumbs-up or corrections)", "kto_desirable": "thumbs-up",
+              "kto_undesirable": "thumbs-down", "dpo": "preference pair(s) (A/B votes with a winner, or corrections)"}
+METHOD_NAMES = {"sft": "SFT", "kto": "KTO", "dpo": "DPO"}
+
+
+def shortfall_text(tried: dict, closest: str | None) -> str:
+    """'Closest: **KTO**, 3 more ratings (1 thumbs-up, 2 thumbs-down). SFT: 2 more ...; DPO: 6 more ...'."""
+    from training.feedback_round import shortfall
+
+    def need(build) -> tuple[int, str]:
+        s = shortfall(build)
+        return sum(s.values()), ", ".join(f"{n} {NEED_WORDS[k]}" for k, n in s.items())
+
+    lines = []
+    order = sorted(tried, key=lambda m: (m != closest, need(tried[m])[0]))
+    for m in order:
+        total, what = need(tried[m])
+        name = METHOD_NAMES.get(m, m.upper())
+        lines.append(f"- {'closest: ' if m == closest else ''}**{name}** needs {total} more: {what}" if total else
+                     f"- **{name}** has enough")
+    return "\n".join(lines)
 
 
 def start_choices(ctx: AppContext) -> tuple[list[tuple[str, str]], str]:
@@ -57,7 +80,7 @@ def report_markdown(result) -> str:
                          f"{counts['kto_undesirable']} bad (weights {out['weights']['desirable']:.2g} / "
                          f"{out['weights']['undesirable']:.2g})")
         else:
-            items.append(f"- {counts['dpo']} {PART_WORDS['dpo']}")
+            items.append(f"- {counts['dpo']} {PART_WORDS['dpo']}: {DPO_PAIRS}")
     paragraphs.append("\n".join(items))
     by_user = out["report"].get("used_by_user") or {}
     if by_user:
@@ -69,7 +92,10 @@ def report_markdown(result) -> str:
 
 
 def left_out_frame(report: dict | None) -> pd.DataFrame:
-    rows = [[f"#{x['rating_id']}", x["kind"], x["user"] or "(anonymous)", f"{x['reason']}: {x['detail']}"]
+    from training.feedback_dataset import REASONS
+
+    rows = [[f"#{x['rating_id']}", x["kind"], x["user"] or "(anonymous)",
+             REASONS.get(x["reason"], x["reason"]).capitalize() + (f" ({x['detail']})" if x.get("detail") else "")]
             for x in (report or {}).get("left_out", [])]
     return pd.DataFrame(rows, columns=LEFT_OUT_COLUMNS)
 
@@ -87,7 +113,15 @@ def build(ctx: AppContext, method: str, since: str, replay_share: float, start_f
     except FeedbackRefused as exc:
         # Not an error window: the reason and what to collect stay on the page next to the report.
         report = exc.build.report if exc.build else None
-        text = f"⚠️ **Nothing was built.** {html.escape(str(exc))}"
+        head = "**Preview: not enough ratings yet.**" if dry_run else "⚠️ **Not built: not enough ratings yet.**"
+        if exc.tried:  # "automatic": how far every method is, the closest first
+            text = (f"{head} No method has enough new ratings; here is how many more each needs:\n\n"
+                    + shortfall_text(exc.tried, exc.method)
+                    + f"\n\n*Preference pairs (DPO): {DPO_PAIRS}.*")
+        else:
+            text = f"{head} {html.escape(str(exc))}"
+            if exc.method and "dpo" in exc.method:
+                text += f"\n\n*Preference pairs (DPO): {DPO_PAIRS}.*"
         return text, left_out_frame(report), None, gr.update(interactive=False)
     except FeedbackOptionError as exc:
         raise fail(f"{OPTION_LABELS.get(exc.field, exc.field)}: {html.escape(exc.reason)}")

@@ -22,7 +22,7 @@ from store.datasets import list_datasets
 from store.settings import VLLM_LORA_RANKS
 from training.results import RunMetrics
 from ui.web.context import AppContext, fail, unexpected
-from ui.text import duration, method_choices, short_time
+from ui.text import HELD_OUT_LOSS, LAST_STEP_LOSS, SPEED, duration, method_choices, short_time
 from ui.web.html import progress_bar_html
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 TICK_S = 2.0
 LATEST = "latest"
-RUN_COLUMNS = ["Run", "Status", "Dataset", "Started from", "Preset", "Steps", "Train loss", "Held-out loss",
+RUN_COLUMNS = ["Run", "Status", "Dataset", "Started from", "Preset", "Steps", "Mean training loss", "Held-out loss",
                "Took", "Adapter", "Created (UTC)"]
 METHOD_CHOICES = method_choices()
 STATUS_WORDS = {"queued": "waiting to start", "running": "training", "completed": "finished",
@@ -49,7 +49,20 @@ HELP = {
                    "turn. Usual: 512–2048.",
     "eval_fraction": "Share of conversations held out to measure the held-out loss (not trained on). "
                      "Usual: 0.05–0.2; 0 turns it off.",
+    "lora_alpha": "Scales the adapter's update (by alpha ÷ rank). Follows the rank at the preset's ratio (2 × rank) "
+                  "until you change it. Usual: 1–2 × rank.",
+    "lora_dropout": "Share of the adapter's inputs dropped at random while training, against parroting. "
+                    "Usual: 0–0.1.",
+    "target_modules": "Layers that get an adapter: all-linear (every linear layer but the output head), or names "
+                      "separated by commas, e.g. q_proj, v_proj (fewer = smaller, faster, less capacity).",
 }
+
+
+# What each preset does, not how long it takes: that follows the data (the quick preset took 118 steps, about
+# 17 minutes, on 524 conversations on CPU), and the estimate below the form says it for this run before Start.
+PRESET_INFO = ("quick: one pass, short context, rank 8 · standard: three passes, rank 16, for a few hundred chats · "
+               "thorough: four passes, rank 32, for thousands. Sets the values below; how long a run takes depends "
+               "on the data: see the estimate before you start.")
 
 
 class QueueTrainer:
@@ -57,6 +70,7 @@ class QueueTrainer:
 
     def __init__(self, settings):
         self.settings = settings
+        self._probe_speeds: dict = {}  # base model -> the last probe's training.estimate.Speed
 
     def start(self, **options) -> int:
         from training.queue import start_run
@@ -78,6 +92,22 @@ class QueueTrainer:
 
         return log_tail(run_dir, lines)
 
+    def estimate(self, *, measure: bool = False, **options):
+        """The run's cost (training.dryrun); a probe only when asked, its speed kept for later estimates."""
+        from training.dryrun import preview
+
+        speeds = self._probe_speeds
+        plan = preview(self.settings, probe=measure, fallback_speed=None if measure else
+                       speeds.get(options.get("base_model") or ""), **options)
+        if measure and plan.speed is not None:
+            speeds[options.get("base_model") or ""] = plan.speed
+        return plan
+
+    def resume(self, run_id: int) -> int:
+        from training.queue import resume
+
+        return resume(self.settings, run_id)
+
 
 def preset_values(preset: str) -> dict[str, Any]:
     from training.config import PRESETS
@@ -85,7 +115,21 @@ def preset_values(preset: str) -> dict[str, Any]:
     p = PRESETS[preset]
     return {"epochs": p["epochs"] or 0, "max_steps": p["max_steps"] or 0, "learning_rate": p["learning_rate"],
             "lora_rank": p["lora_rank"], "batch_size": p["batch_size"], "grad_accum": p["grad_accum"],
-            "max_seq_len": p["max_seq_len"], "eval_fraction": p["eval_fraction"]}
+            "max_seq_len": p["max_seq_len"], "eval_fraction": p["eval_fraction"], "lora_alpha": p["lora_alpha"],
+            "lora_dropout": p["lora_dropout"], "target_modules": "all-linear"}
+
+
+def alpha_for(preset: str, rank) -> float:
+    """The alpha a rank gets under a preset (training.config's rule: the preset's alpha/rank ratio)."""
+    from training.config import RunConfig
+
+    return RunConfig.from_preset(preset, lora_rank=int(rank)).lora_alpha
+
+
+def parse_modules(text: str | None) -> str | list[str]:
+    """'all-linear' or 'q_proj, v_proj' -> RunConfig.target_modules (validated there)."""
+    names = [m.strip() for m in (text or "").replace("\n", ",").split(",") if m.strip()]
+    return "all-linear" if not names or names == ["all-linear"] else names
 
 
 def feedback_build(ctx: AppContext, ref: str | None) -> dict | None:
@@ -102,12 +146,29 @@ def feedback_build(ctx: AppContext, ref: str | None) -> dict | None:
             return None
 
 
+def automatic_name_for(ctx: AppContext, dataset: str | None, start_from: str | None) -> str:
+    """The name the adapter of a run on `dataset` from `start_from` gets when the name is left empty."""
+    from store.adapters import AdapterNotFound, automatic_name, family_for, get_adapter
+
+    if not dataset:
+        return "automatic"
+    with ctx.db() as db:
+        parent = None
+        if start_from and start_from != ctx.settings.base_model_path:
+            try:
+                parent = get_adapter(db, start_from)
+            except AdapterNotFound:
+                parent = None
+        return automatic_name(db, family_for(dataset, parent))
+
+
 def rank_choices(max_rank: int) -> list[int]:
     return [r for r in VLLM_LORA_RANKS if 4 <= r <= max_rank] or [max_rank]
 
 
 def run_options(dataset, start_from, preset, epochs, max_steps, learning_rate, lora_rank, batch_size,
-                grad_accum, max_seq_len, eval_fraction, name, method="sft", *, base_value: str) -> dict:
+                grad_accum, max_seq_len, eval_fraction, name, method="sft", base=None, lora_alpha=None,
+                lora_dropout=None, target_modules=None, *, base_value: str) -> dict:
     """The UI's fields as training.queue.start_run options (pure; the rules and validation are training's)."""
     if not dataset:
         raise fail("Pick the dataset version to train on (import logs in the Data tab first).")
@@ -127,13 +188,23 @@ def run_options(dataset, start_from, preset, epochs, max_steps, learning_rate, l
         options["epochs"] = float(epochs)
     if from_adapter is None:
         options["lora_rank"] = int(lora_rank)  # alpha follows the preset's alpha/rank (training.config)
+        if lora_alpha:  # the field shows that rule's value until someone changes it
+            options["lora_alpha"] = float(lora_alpha)
+        if target_modules is not None:
+            options["target_modules"] = parse_modules(target_modules)
+        if base and base != base_value:
+            options["base_model"] = base
+    if lora_dropout is not None:
+        options["lora_dropout"] = float(lora_dropout)
     return options
 
 
 FIELD_LABELS = {"dataset": "Dataset version", "from_adapter": "Start from", "name": "Adapter name",
                 "lora_rank": "LoRA rank", "learning_rate": "Learning rate", "epochs": "Epochs",
                 "max_steps": "Steps", "batch_size": "Batch size", "grad_accum": "Gradient accumulation",
-                "max_seq_len": "Max length", "eval_fraction": "Held-out share", "base_model": "Base model"}
+                "max_seq_len": "Max length", "eval_fraction": "Held-out share", "base_model": "Base model",
+                "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout", "target_modules": "Target modules",
+                "ray_address": "Ray cluster (TUNELOOP_RAY_ADDRESS)"}
 
 
 def start(ctx: AppContext, *fields):
@@ -169,6 +240,17 @@ def pick_run(db, selected: str | None) -> dict | None:
     return newest[0] if newest else None
 
 
+MIN_AXIS_STEPS = 20
+"""The loss chart's step axis spans at least this many steps: Vega puts half-step ticks on a shorter one."""
+
+
+def step_axis(total_steps: int | None, metrics: list[dict]) -> list[int]:
+    """The loss chart's x range: from step 0 to the run's planned last step (the whole run, so the curve shows
+    how far it is), never shorter than MIN_AXIS_STEPS, never negative (an empty chart used to run 0 to -1)."""
+    last = max((m["step"] for m in metrics), default=0)
+    return [0, max(total_steps or 0, last, MIN_AXIS_STEPS)]
+
+
 def loss_frame(metrics: list[dict]) -> pd.DataFrame:
     """Training and held-out loss per step, long format for a LinePlot coloured by curve.
 
@@ -187,7 +269,7 @@ def loss_frame(metrics: list[dict]) -> pd.DataFrame:
                          "curve": pd.Series([r[2] for r in rows], dtype="object")})
 
 
-def run_summary(run: dict, info: RunProgress) -> str:
+def run_summary(run: dict, info: RunProgress, settings=None) -> str:
     started_from = info.from_adapter or "the base model"
     status = STATUS_WORDS.get(run["status"], run["status"])
     if run["status"] == "running" and info.cancel_requested:
@@ -201,6 +283,15 @@ def run_summary(run: dict, info: RunProgress) -> str:
         lines.append(f"⚠️ {html.escape(info.error)}")
     if run["status"] == "queued":
         lines.append("It starts when the run before it finishes.")
+    if info.resume_step is not None:
+        lines.append(f"It can resume from its checkpoint at step {info.resume_step} of {info.total_steps}: press "
+                     "Resume.")
+    if settings is not None and info.base_model:
+        from training.base_models import not_served_note
+
+        note = not_served_note(settings, info.base_model)
+        if note:
+            lines.append(f"Base model {html.escape(info.base_model)}: {html.escape(note[0].upper() + note[1:])}.")
     if info.excluded_conversations:
         lines.append(f"{info.excluded_conversations} conversation(s) left out: they are eval items, and an adapter "
                      "is never trained on what it is judged on.")
@@ -224,11 +315,13 @@ def progress_view(info: RunProgress) -> tuple[str, str]:
             status, status))
     stats = []
     if info.loss is not None:
-        stats.append(f"training loss **{info.loss:.3f}**")
+        stats.append(f"{LAST_STEP_LOSS} **{info.loss:.3f}**")
     if info.eval_loss is not None:
-        stats.append(f"held-out loss **{info.eval_loss:.3f}**")
+        stats.append(f"{HELD_OUT_LOSS} **{info.eval_loss:.3f}**")
     if info.tokens_per_second:
-        stats.append(f"**{info.tokens_per_second:.0f}** tokens/s")
+        stats.append(f"**{info.tokens_per_second:,.0f}** {SPEED}")
+    if info.step_seconds:
+        stats.append(f"**{info.step_seconds:.1f}** s per step")
     if info.learning_rate is not None:
         stats.append(f"learning rate {info.learning_rate:.2e}")
     return progress_bar_html(fraction, label), " · ".join(stats) or "No measurements yet."
@@ -280,8 +373,9 @@ def poll(ctx: AppContext, selected: str | None, last_sig):
         if run is None:
             empty = loss_frame([])
             return ("No runs yet: pick a dataset version and press Start.", progress_bar_html(0, "No run"),
-                    "", empty if last_sig != "empty" else gr.skip(), "", gr.update(interactive=False), table,
-                    "empty")
+                    "", gr.update(value=empty, x_lim=step_axis(None, [])) if last_sig != "empty" else gr.skip(), "",
+                    gr.update(interactive=False), table,
+                    "empty", gr.update(visible=False))
         info = describe(db, run)
         metrics = run_store.run_metrics(db, run["id"])
     sig = f"{run['id']}:{len(metrics)}"
@@ -290,9 +384,13 @@ def poll(ctx: AppContext, selected: str | None, last_sig):
     if ctx.trainer is not None:
         tail = ctx.trainer.log_tail(run.get("run_dir"), 40) or ""
     tail = tail or info.log_tail or ""
-    plot = loss_frame(metrics) if sig != last_sig else gr.skip()
+    plot = (gr.update(value=loss_frame(metrics), x_lim=step_axis(info.total_steps, metrics)) if sig != last_sig
+            else gr.skip())
     cancellable = run["status"] in run_store.ACTIVE and not info.cancel_requested
-    return (run_summary(run, info), bar, stats, plot, tail, gr.update(interactive=cancellable), table, sig)
+    resumable = gr.update(visible=info.resume_step is not None,
+                          value=f"Resume from step {info.resume_step}" if info.resume_step is not None else "Resume")
+    return (run_summary(run, info, ctx.settings), bar, stats, plot, tail, gr.update(interactive=cancellable), table,
+            sig, resumable)
 
 
 def cancel(ctx: AppContext, selected: str | None):
@@ -307,6 +405,93 @@ def cancel(ctx: AppContext, selected: str | None):
                                     "will stop after its current step; the page shows when it has."))
 
 
+# ------------------------------------------------------------------ before a run: cost, base models, resume
+
+ESTIMATE_EMPTY = "**Before you start:** pick a dataset version to see the steps, tokens and time the run will take."
+BASE_INFO = ("The model the adapter is trained on; the default comes with tuneloop. This server's vLLM serves one "
+             "base model: adapters trained on another can be exported (Adapters tab) but not chatted with here.")
+
+
+def estimate_text(ctx: AppContext, *fields, measure: bool = False) -> str:
+    """The planned run's cost as markdown (steps, tokens, truncated chats, time here), or why it cannot be planned."""
+    from training.config import ConfigError
+    from ui.text import estimate_lines
+
+    if ctx.trainer is None:
+        return ""
+    try:
+        options = run_options(*fields, base_value=ctx.settings.base_model_path)
+    except gr.Error:
+        return ESTIMATE_EMPTY
+    try:
+        plan = ctx.trainer.estimate(measure=measure, **options)
+    except ConfigError as exc:
+        return (f"**Before you start:** ⚠️ {FIELD_LABELS.get(exc.field, exc.field)}: {html.escape(exc.reason)}. "
+                "Start would refuse this; change it first.")
+    except ValueError as exc:  # e.g. every conversation longer than the max length
+        return f"**Before you start:** ⚠️ {html.escape(str(exc))}"
+    except Exception as exc:  # noqa: BLE001 - the estimate is advice: say so, never block the form
+        unexpected("Estimating the run", exc)
+        return f"**Before you start:** the estimate could not be made ({html.escape(type(exc).__name__)})."
+    lines = estimate_lines(plan.estimate)
+    text = "**Before you start** (nothing is started yet):\n\n" + "\n".join(f"- {html.escape(x)}" for x in lines)
+    if plan.estimate.seconds is None:
+        text += "\n\nPress *Measure this machine's speed* for a time estimate."
+    from training.base_models import not_served_note
+
+    note = not_served_note(ctx.settings, plan.config.base_model) if plan.config.base_model else None
+    if note:
+        text += f"\n\n⚠️ Base model: {html.escape(note)}."
+    return text
+
+
+def base_options(ctx: AppContext) -> list[tuple[str, str]]:
+    """(label, value) for the base model picker: the default first (value: its path), then registered ones (name)."""
+    from training.base_models import base_choices
+
+    out = []
+    for c in base_choices(ctx.settings):
+        where = "served here" if c.served else "not served by this server"
+        if c.default:
+            out.append((f"{c.name} (default, {where})", ctx.settings.base_model_path))
+        else:
+            out.append((f"{c.name} ({c.architecture or 'model'}, {where})", c.name))
+    return out
+
+
+def add_base(ctx: AppContext, path: str | None, name: str | None) -> str:
+    """Check and register a base model folder; returns its name (what the picker selects)."""
+    from training.base_models import BaseModelError, not_served_note, register
+
+    if not (path or "").strip():
+        raise fail("Type the model folder's path on this server first.")
+    try:
+        added, check = register(ctx.settings, path.strip(), name=(name or "").strip() or None)
+    except BaseModelError as exc:
+        label = {"path": "Model folder", "name": "Name"}.get(exc.field, exc.field)
+        raise fail(f"{label}: {html.escape(exc.reason)}. Nothing was added.")
+    note = not_served_note(ctx.settings, check.path)
+    gr.Info(f"Base model {added} added ({', '.join(check.architectures)})." + (f" Note: {note}." if note else ""))
+    return added
+
+
+def resume(ctx: AppContext, selected: str | None) -> int:
+    if ctx.trainer is None:
+        raise fail("Training is not available in this app.")
+    from training.queue import ResumeRefused
+
+    with ctx.db() as db:
+        run = pick_run(db, selected)
+    if run is None:
+        raise fail("There is no run to resume here.")
+    try:
+        step = ctx.trainer.resume(run["id"])
+    except ResumeRefused as exc:
+        raise fail(f"{html.escape(str(exc)).capitalize()}.")
+    gr.Info(f"Run {run['id']} resumes from its checkpoint at step {step}.")
+    return step
+
+
 # ------------------------------------------------------------------ layout
 
 def form_choices(ctx: AppContext):
@@ -314,7 +499,7 @@ def form_choices(ctx: AppContext):
         refs = [v["ref"] for d in list_datasets(db) for v in d["versions"]]
         adapters = [a["name"] for a in list_adapters(db, include_archived=False)]
     base = ctx.settings.base_model_path
-    start_from = [(f"Base model ({ctx.base_model})", base)] + [(f"Adapter {a} (continue training it)", a)
+    start_from = [("The base model (picked below)", base)] + [(f"Adapter {a} (continue training it)", a)
                                                                for a in adapters]
     return refs, start_from, base
 
@@ -330,13 +515,22 @@ def render(ctx: AppContext):
                                   info="What to train on. Import logs in the Data tab to add one.")
             start_from = gr.Dropdown([], label="Start from", elem_id="train-from",
                                      info="The base model, or an earlier adapter to keep improving it.")
+            base_picker = gr.Dropdown(base_options(ctx), value=ctx.settings.base_model_path, label="Base model",
+                               elem_id="train-base", info=BASE_INFO)
+            with gr.Accordion("Add a base model from a folder on this server", open=False, elem_id="train-add-base"):
+                new_base_path = gr.Textbox(label="Model folder", placeholder="/models/Qwen2.5-0.5B-Instruct",
+                                           elem_id="train-add-base-path",
+                                           info="A transformers model folder: config.json, weights, a tokenizer "
+                                                "with a chat template. It is checked before it is offered.")
+                new_base_name = gr.Textbox(label="Name (optional)", elem_id="train-add-base-name",
+                                           info="Leave empty to name it after its folder.")
+                add_base_btn = gr.Button("Check and add", size="sm", elem_id="train-add-base-btn")
             method = gr.Dropdown(METHOD_CHOICES, value="sft", label="Method", elem_id="train-method",
                                  info="SFT learns the answers in the data. KTO and DPO learn from ratings: they "
                                       "need a feedback dataset version (built in the Feedback tab), which "
                                       "picks the method and the adapter to start from for you.")
             preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset", elem_id="train-preset",
-                              info="quick: a first look in minutes · standard: a few hundred chats · "
-                                   "thorough: thousands of chats. Sets the values below.")
+                              info=PRESET_INFO)
             with gr.Accordion("Settings", open=False, elem_id="train-settings"):
                 with gr.Row():
                     epochs = gr.Number(values["epochs"], label="Epochs", info=HELP["epochs"], minimum=0,
@@ -350,6 +544,15 @@ def render(ctx: AppContext):
                     lora_rank = gr.Dropdown(ranks, value=min(values["lora_rank"], ranks[-1]), label="LoRA rank",
                                             info=HELP["lora_rank"] + " (kept when continuing an adapter)")
                 with gr.Row():
+                    lora_alpha = gr.Number(alpha_for(DEFAULT_PRESET, min(values["lora_rank"], ranks[-1])),
+                                           label="LoRA alpha", minimum=0, info=HELP["lora_alpha"],
+                                           elem_id="train-alpha")
+                    lora_dropout = gr.Number(values["lora_dropout"], label="LoRA dropout", minimum=0, maximum=0.9,
+                                             step=0.05, info=HELP["lora_dropout"], elem_id="train-dropout")
+                target_modules = gr.Textbox(values["target_modules"], label="Target modules",
+                                            info=HELP["target_modules"] + " Kept when continuing an adapter.",
+                                            elem_id="train-targets")
+                with gr.Row():
                     batch_size = gr.Number(values["batch_size"], label="Batch size", precision=0, minimum=1,
                                            info=HELP["batch_size"])
                     grad_accum = gr.Number(values["grad_accum"], label="Gradient accumulation", precision=0,
@@ -359,8 +562,11 @@ def render(ctx: AppContext):
                                             minimum=32, info=HELP["max_seq_len"], elem_id="train-seq-len")
                     eval_fraction = gr.Number(values["eval_fraction"], label="Held-out share", minimum=0,
                                               maximum=0.45, step=0.05, info=HELP["eval_fraction"])
-                name = gr.Textbox(label="Adapter name (optional)", placeholder="support-v3",
-                                  info="Leave empty for an automatic name like support-v2. Names are never reused.")
+                name = gr.Textbox(label="Adapter name (optional)", placeholder="automatic", elem_id="train-name",
+                                  info="Leave empty for the automatic name shown here. Names are never reused.")
+            estimate_md = gr.Markdown(ESTIMATE_EMPTY, elem_id="train-estimate", elem_classes=["tl-estimate"])
+            measure_btn = gr.Button("Measure this machine's speed (a 3-step probe, under a minute)", size="sm",
+                                    elem_id="train-measure")
             start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
         with gr.Column(scale=7, min_width=400):
             gr.Markdown("### Run")
@@ -368,12 +574,14 @@ def render(ctx: AppContext):
                 picked = gr.Dropdown([(LATEST, LATEST)], value=LATEST, label="Show", scale=4, elem_id="train-run")
                 cancel_btn = gr.Button("Cancel run", variant="stop", scale=0, min_width=150, interactive=False,
                                        elem_id="train-cancel")
+                resume_btn = gr.Button("Resume", variant="primary", scale=0, min_width=150, visible=False,
+                                       elem_id="train-resume")
             summary = gr.Markdown(elem_id="train-summary")
             bar = gr.HTML(progress_bar_html(0, ""), elem_id="train-progress")
             stats = gr.Markdown(elem_id="train-stats")
             plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="curve",
                                label="Loss while training (lower is better)", show_label=True,
-                               x_title="optimizer step", x_lim=[0, None],
+                               x_title="optimizer step", x_lim=step_axis(None, []),
                                y_title="loss (cross-entropy, nats per token)", color_title="curve",
                                color_map={"training": "#2563eb", "held-out": "#ea580c"},
                                elem_id="train-loss-plot", tooltip="all")
@@ -394,12 +602,15 @@ def render(ctx: AppContext):
         ranks = rank_choices(ctx.settings.max_lora_rank)
         v["lora_rank"] = max([r for r in ranks if r <= v["lora_rank"]] or ranks[:1])
         return [v[k] for k in ("epochs", "max_steps", "learning_rate", "lora_rank", "batch_size", "grad_accum",
-                               "max_seq_len", "eval_fraction")]
+                               "max_seq_len", "eval_fraction")] + [alpha_for(p, v["lora_rank"]), v["lora_dropout"],
+                                                                   v["target_modules"]]
 
     # `input`, not `change`: only a person's pick resets the values, once, never a later event
     # racing edits made after it (a late second reset turned "60 steps" back into "use epochs").
-    preset.input(on_preset, [preset], knobs, show_progress="hidden")
-    poll_outputs = [summary, bar, stats, plot, log, cancel_btn, table, sig]
+    preset.input(on_preset, [preset], [*knobs, lora_alpha, lora_dropout, target_modules], show_progress="hidden")
+    # A rank picked by a person brings the preset's alpha for it (training.config's rule); alpha typed later wins.
+    lora_rank.input(lambda p, r: alpha_for(p, r), [preset, lora_rank], [lora_alpha], show_progress="hidden")
+    poll_outputs = [summary, bar, stats, plot, log, cancel_btn, table, sig, resume_btn]
 
     def do_poll(selected, last):
         return poll(ctx, selected, last)
@@ -425,12 +636,36 @@ def render(ctx: AppContext):
 
     # `change`, not `input`: the version picked for the user on load (possibly a feedback one) counts too.
     dataset.change(on_dataset, [dataset, start_from], [method, start_from, eval_fraction], show_progress="hidden")
-    start_btn.click(do_start, [dataset, start_from, preset, *knobs, name, method], [picked, *poll_outputs],
+    for picker in (dataset, start_from):  # the placeholder shows the name the run's adapter will get
+        picker.change(lambda d, f: gr.update(placeholder=automatic_name_for(ctx, d, f)), [dataset, start_from],
+                      [name], show_progress="hidden")
+    form = [dataset, start_from, preset, *knobs, name, method, base_picker, lora_alpha, lora_dropout, target_modules]
+    start_btn.click(do_start, form, [picked, *poll_outputs],
                     api_name="train_start", concurrency_limit=1, concurrency_id="train-start")
     cancel_btn.click(lambda s: cancel(ctx, s), [picked], None, api_name="train_cancel")
 
-    def refresh(current_dataset, current_from, current_run):
+    def do_resume(selected):
+        resume(ctx, selected)
+        return poll(ctx, selected, None)
+
+    resume_btn.click(do_resume, [picked], poll_outputs, api_name="train_resume", concurrency_limit=1,
+                     concurrency_id="train-start")
+    # What the run will cost, again whenever the form changes (the last change wins; tokenizing takes a moment).
+    gr.on([c.change for c in form if c is not name], lambda *f: estimate_text(ctx, *f), form, [estimate_md],
+          trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+    measure_btn.click(lambda *f: estimate_text(ctx, *f, measure=True), form, [estimate_md],
+                      concurrency_limit=1, concurrency_id="train-measure", show_progress="minimal")
+
+    def do_add_base(path, new_name):
+        added = add_base(ctx, path, new_name)
+        return gr.update(choices=base_options(ctx), value=added), "", ""
+
+    add_base_btn.click(do_add_base, [new_base_path, new_base_name], [base_picker, new_base_path, new_base_name],
+                       api_name="train_add_base")
+
+    def refresh(current_dataset, current_from, current_run, current_base=None):
         refs, start_choices, base = form_choices(ctx)
+        bases = base_options(ctx)
         with ctx.db() as db:
             choices = run_choices(db)
         run_ids = {v for _, v in choices}
@@ -439,6 +674,8 @@ def render(ctx: AppContext):
                           (refs[0] if refs else None)),
                 gr.update(choices=start_choices, value=current_from if current_from in {v for _, v in start_choices}
                           else base),
-                gr.update(choices=choices, value=keep_run), *poll(ctx, keep_run, None))
+                gr.update(choices=choices, value=keep_run), *poll(ctx, keep_run, None),
+                gr.update(choices=bases, value=current_base if current_base in {v for _, v in bases} else base))
 
-    return refresh, [dataset, start_from, picked], [dataset, start_from, picked, *poll_outputs]
+    return refresh, [dataset, start_from, picked, base_picker], [dataset, start_from, picked, *poll_outputs,
+                                                                 base_picker]

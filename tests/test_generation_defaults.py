@@ -1,0 +1,78 @@
+"""Generation defaults belong to a model: stored once, used by the chat tabs and by the /v1 API when a client
+does not set them (the API used to answer at vLLM's temperature 1.0 while the app used 0.7)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from fake_vllm import FakeVllm
+from serving.api import create_api
+from serving.generation import (APP_DEFAULTS, GenerationDefaultError, GenerationDefaults, defaults_for, fill_request,
+                                store_defaults)
+from serving_helpers import fake_adapter, fake_base_model, free_port, make_settings
+from store.adapters import register_adapter
+from store.db import connect
+
+KEY = "k"
+
+
+def test_unset_fields_fall_back_to_the_apps_and_none_clears_one(db):
+    assert defaults_for(db, "support-v1") == APP_DEFAULTS
+    got = store_defaults(db, "support-v1", temperature=0.2, system_prompt="  Be brief.  ")
+    assert got == GenerationDefaults(0.2, APP_DEFAULTS.max_tokens, "Be brief.")
+    assert store_defaults(db, "support-v1", max_tokens=128).temperature == 0.2  # others kept
+    assert store_defaults(db, "support-v1", temperature=None).temperature == APP_DEFAULTS.temperature
+    with pytest.raises(GenerationDefaultError) as info:
+        store_defaults(db, "support-v1", temperature=3.0)
+    assert info.value.field == "temperature"
+
+
+def test_a_request_gets_only_what_its_client_left_out():
+    d = GenerationDefaults(0.3, 99, "Be brief.")
+    body = fill_request({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, d)
+    assert (body["temperature"], body["max_tokens"]) == (0.3, 99)
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    own = {"model": "m", "temperature": 1.0, "max_completion_tokens": 5,
+           "messages": [{"role": "system", "content": "Mine."}, {"role": "user", "content": "hi"}]}
+    assert fill_request(own, d) == own
+
+
+def test_the_api_answers_with_the_adapters_defaults(tmp_path):
+    s = make_settings(tmp_path / "data", fake_base_model(tmp_path / "models"), api_key=KEY)
+    path = fake_adapter(tmp_path / "support-v1", s.base_model_path)
+    with connect(s.db_path) as db:
+        register_adapter(db, name="support-v1", family="support", version=1, base_model=s.base_model_path,
+                         path=str(path), rank=8, run_id=None, dataset_version_id=None, parent_id=None)
+        store_defaults(db, "support-v1", temperature=0.7, max_tokens=200, system_prompt="You are ACME support.")
+    with FakeVllm(free_port()) as upstream, TestClient(create_api(s, upstream_url=upstream.url)) as client:
+        upstream.adapters["support-v1"] = str(path)
+        r = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                        json={"model": "support-v1", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200
+        sent = [b for m, p, b in upstream.requests if p == "/v1/chat/completions"][-1]
+    assert (sent["temperature"], sent["max_tokens"]) == (0.7, 200)
+    assert sent["messages"][0] == {"role": "system", "content": "You are ACME support."}
+
+
+def test_cli_sets_and_shows_an_adapters_defaults(tmp_path, data_dir, monkeypatch):
+    from store.settings import Settings
+    from ui.cli import app
+
+    monkeypatch.setenv("TUNELOOP_BASE_MODEL", str(fake_base_model(tmp_path / "models")))
+    monkeypatch.setenv("TUNELOOP_BASE_MODEL_NAME", "base")
+    s = Settings(_env_file=None)
+    with connect(s.db_path) as db:
+        register_adapter(db, name="support-v1", family="support", version=1, base_model=s.base_model_path,
+                         path=str(tmp_path / "a"), rank=8, run_id=None, dataset_version_id=None, parent_id=None)
+    runner = CliRunner()
+    r = runner.invoke(app, ["adapters", "defaults", "support-v1", "--temperature", "0.4", "--max-tokens", "300",
+                            "--system", "Be brief."])
+    assert r.exit_code == 0, r.output
+    assert "temperature 0.4, max tokens 300, system prompt 'Be brief.'" in r.output
+    r = runner.invoke(app, ["adapters", "defaults", "support-v1", "--temperature", "9"])
+    assert r.exit_code == 1 and "--temperature must be between 0 and 2" in r.output
+    assert runner.invoke(app, ["adapters", "defaults", "nope"]).exit_code == 1
+    with connect(s.db_path) as db:
+        assert defaults_for(db, "support-v1") == GenerationDefaults(0.4, 300, "Be brief.")
