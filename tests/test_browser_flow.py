@@ -141,7 +141,7 @@ def test_upload_train_compare_rate(stack, tmp_path):
         steps = [s for s in seen if s.startswith("Step")]
         assert len(steps) >= 2, f"progress should move while training: {seen}"
         stats = page.locator("#train-stats").inner_text()
-        assert "training loss" in stats and "held-out loss" in stats and "tokens/s" in stats
+        assert "last-step loss" in stats and "held-out loss" in stats and "tokens/s" in stats
         # The chart drew both curves and changed while the run went on.
         lines = chart_lines(page).split("|")
         assert len(lines) == 2 and all("L" in d for d in lines), f"both loss curves should be drawn: {lines}"
@@ -223,7 +223,7 @@ def test_next_round_is_built_and_started_from_the_feedback_tab(stack):
         tab(page, "Feedback")
         choose(page, "round-method", "DPO")
         page.locator("#round-build").click()
-        text = wait_text(page, "#round-report", "Nothing was built")
+        text = wait_text(page, "#round-report", "Not built")
         assert "8" in text, text  # says how many pairs DPO needs
         shots(page, "refused")
 

@@ -298,8 +298,8 @@ def test_a_round_trained_on_wrong_answers_is_evaluated_at_its_end_and_refused_by
     result = cli("train", "--dataset", "wrong", "--from-adapter", "support-v1", "--name", "support-wrong",
                  "--preset", "quick", "--max-steps", "16", "--lr", "1e-3", "--eval-fraction", "0.25", "--wait")
     assert result.exit_code == 0, result.output
-    # The question that is also an eval item was left out of training, and the user was told.
-    assert "1 conversation(s) of wrong@1 left out: they are eval items" in result.output
+    # The question that is also an eval item was held out of training, and the user was told.
+    assert "1 conversation(s) of wrong@1 held out, never trained on: they are eval items" in result.output
     assert wait_for(lambda: "support-wrong" in loaded(serving), timeout=120)
 
     # The end-of-run evaluation against its parent was queued by the run and run by the serving process.

@@ -88,3 +88,15 @@ def test_packed_batch_equals_each_example_alone(tmp_path):
     padded = PaddedCollator(tok.pad_token_id)(feats)
     assert int((padded["labels"] != IGNORE_INDEX).sum()) == int((batch["labels"] != IGNORE_INDEX).sum())
     assert padded["input_ids"].shape == (5, max(len(f["input_ids"]) for f in feats))
+
+
+def test_eval_items_are_held_out_beside_the_seeded_split_which_stays_the_same():
+    convs = [{"id": i, "messages": []} for i in range(20)]
+    train, held = split_conversations(convs, 0.2, seed=1)
+    never = [train[0]["id"], held[0]["id"]]  # one the split trains on, one it holds out anyway
+    train2, held2 = split_conversations(convs, 0.2, seed=1, never_train=never)
+    assert [c["id"] for c in held2] == sorted({c["id"] for c in held} | {train[0]["id"]})
+    assert train2 == train[1:]
+    # A continued run on the same version: the parent's held-out items are exactly the held-out side again.
+    assert split_conversations(convs, 0.2, seed=1, never_train=[c["id"] for c in held]) == (train, held)
+    assert split_conversations(convs, 0, seed=1, never_train=[3]) == ([c for c in convs if c["id"] != 3], [convs[3]])

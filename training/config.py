@@ -57,8 +57,9 @@ class RunConfig:
     """The resolved dataset version (set by the runner, so a re-run trains on exactly the same rows)."""
 
     excluded_conversation_ids: list[int] = dataclasses.field(default_factory=list)
-    """Conversations of the version left out because they are eval items (training.planning): an adapter
-    is never trained on what it will be judged on. Set by the planner; the held-out split is made after."""
+    """Conversations of the version never trained on because they are eval items (training.planning): an
+    adapter is never trained on what it will be judged on. Set by the planner; they are held out (evaluated
+    for the held-out loss) beside the version's seeded split (training.data.split_conversations)."""
 
     base_model: str = ""
     """Base model: a local transformers directory (or a hub id where a hub is reachable)."""

@@ -24,6 +24,7 @@ longest), kept for the benchmark.
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from training.config import held_out_count
@@ -49,16 +50,20 @@ class Split:
     stats: dict = field(default_factory=dict)
 
 
-def split_conversations(conversations: list[dict], eval_fraction: float, seed: int) -> tuple[list, list]:
+def split_conversations(conversations: list[dict], eval_fraction: float, seed: int,
+                        never_train: Collection[int] = ()) -> tuple[list, list]:
     """(train, held_out): a seeded shuffle, then the first round(n x fraction) are held out.
 
-    Whole conversations go to one side, so no answer is both trained on and evaluated.
+    Whole conversations go to one side, so no answer is both trained on and evaluated. Conversations
+    whose id is in `never_train` (eval items) join the held-out side after the split: the split of
+    the others stays the one the version always gets, so a continued adapter keeps its parent's.
     """
     order = list(range(len(conversations)))
     random.Random(seed).shuffle(order)
     n_eval = held_out_count(len(conversations), eval_fraction)
-    held = sorted(order[:n_eval])
-    train = sorted(order[n_eval:])
+    never = set(never_train)
+    held = sorted(set(order[:n_eval]) | {i for i in order[n_eval:] if conversations[i].get("id") in never})
+    train = sorted(set(order) - set(held))
     return [conversations[i] for i in train], [conversations[i] for i in held]
 
 
@@ -86,9 +91,10 @@ def build_examples(tokenizer, conversations: list[dict], max_seq_len: int) -> tu
 
 
 def prepare_examples(tokenizer, conversations: list[dict], *, eval_fraction: float, seed: int,
-                     max_seq_len: int) -> Split:
-    """Split by seed, then tokenize both sides; raises ValueError when nothing is left to train on."""
-    train_convs, eval_convs = split_conversations(conversations, eval_fraction, seed)
+                     max_seq_len: int, never_train: Collection[int] = ()) -> Split:
+    """Split by seed (`never_train` ids held out), then tokenize both sides; raises ValueError when nothing is
+    left to train on."""
+    train_convs, eval_convs = split_conversations(conversations, eval_fraction, seed, never_train)
     train, train_stats = build_examples(tokenizer, train_convs, max_seq_len)
     held, eval_stats = build_examples(tokenizer, eval_convs, max_seq_len)
     if not train:

@@ -72,8 +72,8 @@ def preview(settings: Settings, *, dataset: str, probe: bool = True, speed: Spee
     note = None
     if "sft" not in config.parts:
         return RunPreview(config, _preference_only(settings, config))
-    split, conversations = tokenize(settings, config)
-    stats = DataStats.from_split_stats(split.stats, conversations=conversations)
+    split = tokenize(settings, config)
+    stats = DataStats.from_split_stats(split.stats)
     if speed is None:
         with connect(settings.db_path) as db:
             speed = past_speed(db, config.base_model)
@@ -91,18 +91,16 @@ def preview(settings: Settings, *, dataset: str, probe: bool = True, speed: Spee
 
 
 def tokenize(settings: Settings, config: RunConfig):
-    """The run's split, tokenized exactly as the recipe will (same seed, cut, exclusions); and its conversation count."""
+    """The run's split, tokenized exactly as the recipe will (same seed, cut, eval items held out)."""
     from training import recipe
     from training.data import prepare_examples
 
-    excluded = set(config.excluded_conversation_ids)
     with connect(settings.db_path) as db:
-        conversations = [c for c in iter_version_conversations(db, config.dataset_version_id)
-                         if c["id"] not in excluded]
+        conversations = list(iter_version_conversations(db, config.dataset_version_id))
     tokenizer = recipe.load_tokenizer(config.base_model)
     split = prepare_examples(tokenizer, conversations, eval_fraction=config.eval_fraction, seed=config.seed,
-                             max_seq_len=config.max_seq_len)
-    return split, len(conversations)
+                             max_seq_len=config.max_seq_len, never_train=config.excluded_conversation_ids)
+    return split
 
 
 def past_speed(db, base_model: str) -> Speed | None:

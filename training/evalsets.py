@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 from sqlite_utils import Database
 
@@ -70,10 +70,11 @@ def items_from_conversations(conversations: Iterable[dict], *, source: str) -> t
     return items, skipped
 
 
-def heldout_items(conversations: Sequence[dict], *, eval_fraction: float, seed: int,
-                  source: str = "heldout") -> list[NewEvalItem]:
-    """The items of the conversations a run with `eval_fraction` and `seed` held out (the trainer's own split)."""
-    _, held = split_conversations(list(conversations), eval_fraction, seed)
+def heldout_items(conversations: Sequence[dict], *, eval_fraction: float, seed: int, source: str = "heldout",
+                  never_train: Collection[int] = ()) -> list[NewEvalItem]:
+    """The items of the conversations a run with `eval_fraction`, `seed` and `never_train` held out (the trainer's
+    own split)."""
+    _, held = split_conversations(list(conversations), eval_fraction, seed, never_train)
     return items_from_conversations(held, source=source)[0]
 
 
@@ -135,8 +136,8 @@ def exclude_eval_overlap(conversations: Sequence[dict], eval_items: Iterable[dic
 def run_heldout_items(db: Database, run_id: int) -> list[NewEvalItem]:
     """The items a training run held out, rebuilt from its stored config (dataset version, fraction, seed).
 
-    When the run's config lists `excluded_conversation_ids` (conversations left out of the run, e.g.
-    for overlapping an eval set), they are left out here too, so the split is the one the run made.
+    The conversations the run's config lists in `excluded_conversation_ids` (eval items, never trained on)
+    were held out too, so they are items here as well: the split is the one the run made.
     """
     run = get_run(db, run_id)
     cfg = run["config"]
@@ -144,10 +145,9 @@ def run_heldout_items(db: Database, run_id: int) -> list[NewEvalItem]:
     if fraction <= 0 or not cfg.get("dataset_version_id"):
         raise NoEvalItems(f"run {run_id} held nothing out (eval_fraction={fraction:g}): build the eval set from "
                           "a file, corrections or hand-written items instead")
-    excluded = set(cfg.get("excluded_conversation_ids") or ())
-    conversations = [c for c in iter_version_conversations(db, cfg["dataset_version_id"]) if c["id"] not in excluded]
+    conversations = list(iter_version_conversations(db, cfg["dataset_version_id"]))
     items = heldout_items(conversations, eval_fraction=fraction, seed=int(cfg.get("seed", 42)),
-                          source=f"run {run_id}")
+                          source=f"run {run_id}", never_train=cfg.get("excluded_conversation_ids") or ())
     if not items:
         raise NoEvalItems(f"run {run_id}'s held-out conversations have no assistant turn to evaluate")
     return items

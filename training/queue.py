@@ -61,7 +61,7 @@ class RunProgress:
     """The finished run's results (None while it runs)."""
     run_dir: str | None
     excluded_conversations: int
-    """Conversations left out of training because they are eval items (planning's overlap rule)."""
+    """Conversations held out of training because they are eval items (planning's overlap rule)."""
     created_at: str | None
     started_at: str | None
     finished_at: str | None

@@ -109,10 +109,9 @@ def job_client(address: str):
 def write_run_bundle(settings: Settings, run: dict) -> Path:
     """`<run_dir>/job/bundle.json`: what the job trains on (read here, where the database is)."""
     config = RunConfig.from_dict(run["config"])
-    excluded = set(config.excluded_conversation_ids)
     with connect(settings.db_path) as db:
         conversations = ([{"id": c["id"], "messages": c["messages"]}
-                          for c in iter_version_conversations(db, config.dataset_version_id) if c["id"] not in excluded]
+                          for c in iter_version_conversations(db, config.dataset_version_id)]
                          if "sft" in config.parts else [])
         kind = config.preference_kind
         pref_rows = list(iter_preference_examples(db, config.dataset_version_id, kind)) if kind else []

@@ -185,7 +185,7 @@ def setup(config: RunConfig, conversations: list[dict], *, output_dir: Path | st
     tokenizer = load_tokenizer(config.base_model)
     if split is None:
         split = prepare_examples(tokenizer, conversations, eval_fraction=config.eval_fraction, seed=config.seed,
-                                 max_seq_len=config.max_seq_len)
+                                 max_seq_len=config.max_seq_len, never_train=config.excluded_conversation_ids)
     log.info("data: %s", json.dumps(split.stats))
     model = load_model(config, parent_adapter_path=parent_adapter_path)
     trainable, total = _count_parameters(model)

@@ -118,8 +118,7 @@ def execute(settings: Settings, run_id: int, *, main_process: bool = True) -> st
         elif main_process and run["pid"] is None:
             runs.set_pid(db, run_id, os.getpid())
         config = RunConfig.from_dict(run["config"])
-        excluded = set(config.excluded_conversation_ids)
-        conversations = ([c for c in iter_version_conversations(db, config.dataset_version_id) if c["id"] not in excluded]
+        conversations = (list(iter_version_conversations(db, config.dataset_version_id))
                          if "sft" in config.parts else [])
         kind = config.preference_kind
         pref_rows = list(iter_preference_examples(db, config.dataset_version_id, kind)) if kind else []

@@ -222,8 +222,8 @@ def started(s, run_id: int, *, wait: bool, as_json: bool) -> None:
     if note and not as_json:
         typer.echo(f"note: {note}")
     if info.excluded_conversations and not as_json:
-        typer.echo(f"note: {info.excluded_conversations} conversation(s) of {info.dataset} left out: they are eval "
-                   "items, and an adapter is never trained on what it is judged on")
+        typer.echo(f"note: {info.excluded_conversations} conversation(s) of {info.dataset} held out, never trained "
+                   "on: they are eval items, and an adapter is never trained on what it is judged on")
     if wait:
         follow(s, run_id, as_json=as_json)
         return

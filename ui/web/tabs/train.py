@@ -293,8 +293,8 @@ def run_summary(run: dict, info: RunProgress, settings=None) -> str:
         if note:
             lines.append(f"Base model {html.escape(info.base_model)}: {html.escape(note[0].upper() + note[1:])}.")
     if info.excluded_conversations:
-        lines.append(f"{info.excluded_conversations} conversation(s) left out: they are eval items, and an adapter "
-                     "is never trained on what it is judged on.")
+        lines.append(f"{info.excluded_conversations} conversation(s) held out, never trained on: they are eval items, "
+                     "and an adapter is never trained on what it is judged on.")
     return "\n\n".join(lines)
 
 
