@@ -72,6 +72,9 @@ def main() -> None:
     s = Settings(data_dir=tmp, base_model=defaults.base_model_path, vllm_port=8098, auto_eval_items=args.items)
     os.environ.update({"TUNELOOP_DATA_DIR": str(tmp), "TUNELOOP_BASE_MODEL": s.base_model,
                        "TUNELOOP_AUTO_EVAL_ITEMS": str(args.items)})
+    from serving.evaluation.embedding import prepare_embedding_model
+
+    prepare_embedding_model(s.embedding_model_dir)  # what `tuneloop setup` does: reference similarity is measured
     logs = tmp / "chats.jsonl"
     logs.write_text("".join(json.dumps(c) + "\n" for c in conversations(args.conversations)))
     with connect(s.db_path) as db:

@@ -16,8 +16,10 @@ The web app mounts its Gradio UI on the same FastAPI app (`create_api(settings)`
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
+import ssl
 import time
 from contextlib import asynccontextmanager
 
@@ -28,11 +30,10 @@ from starlette.concurrency import run_in_threadpool
 
 from serving.completion_stream import new_completion_id
 from serving.fleet import Rotation
-from serving.generation import with_defaults
-from serving.traffic_api import Traffic, feedback_routes
+from serving.generation import defaults_for, fill_request
+from serving.traffic_api import CHAT_MAX_BYTES, Traffic, feedback_routes, read_body
 from serving.vllm_args import server_url
 from store.adapters import list_adapters
-from store.db import connect
 from store.deployments import deployment_names
 from store.settings import Settings
 
@@ -59,35 +60,37 @@ def check_key(settings: Settings, authorization: str | None) -> JSONResponse | N
     return None
 
 
-class _Allowed:
-    """The model names the API accepts, from the registry, cached for a moment."""
+@functools.cache
+def upstream_tls() -> ssl.SSLContext:
+    """One TLS context for every upstream client. httpx builds a new one (loading the CA bundle) for each
+    client it makes, and the API makes a client per request: that was about 80% of the API's CPU with an
+    instant upstream (profiled with py-spy; docs/benchmarks.md). A context may be shared by connections."""
+    return httpx.create_ssl_context()
 
-    def __init__(self, settings: Settings):
+
+class _Allowed:
+    """The model names the API accepts, read through the router's shared connection (`read`, Traffic.read)."""
+
+    def __init__(self, settings: Settings, read):
         self.settings = settings
+        self.read = read
         self._names: dict[str, str | None] = {}
         self._at = 0.0
 
-    def _read(self) -> dict[str, str | None]:
-        with connect(self.settings.db_path) as db:
-            rows = list_adapters(db, include_archived=False)
-        base = self.settings.served_base_name
-        return {base: None, **{r["name"]: base for r in rows}}
-
-    async def names(self, *, fresh: bool = False) -> dict[str, str | None]:
-        """{model name: parent name or None for the base model}."""
+    def names(self, *, fresh: bool = False) -> dict[str, str | None]:
+        """{model name: parent name or None for the base model}: registered adapters, cached for a moment."""
         if fresh or time.monotonic() - self._at > REGISTRY_TTL_S:
-            self._names = await run_in_threadpool(self._read)
+            rows = self.read(list_adapters, include_archived=False)
+            base = self.settings.served_base_name
+            self._names = {base: None, **{r["name"]: base for r in rows}}
             self._at = time.monotonic()
         return self._names
 
-    def _read_deployments(self) -> dict[str, str]:
-        with connect(self.settings.db_path) as db:
-            return {name: target or self.settings.served_base_name for name, target in deployment_names(db).items()}
-
-    async def deployments(self) -> dict[str, str]:
+    def deployments(self) -> dict[str, str]:
         """{deployment name: served model it resolves to}, read at every call: never cached, so a
         promotion or rollback is seen by the very next request."""
-        return await run_in_threadpool(self._read_deployments)
+        return {name: target or self.settings.served_base_name
+                for name, target in self.read(deployment_names).items()}
 
 
 def create_api_router(settings: Settings, *, upstream_url: str | None = None, upstream_urls: list[str] | None = None,
@@ -97,13 +100,14 @@ def create_api_router(settings: Settings, *, upstream_url: str | None = None, up
     `traffic` (serving.traffic_api: API keys, capture, canary, /v1/feedback) is `router.traffic`; close it
     at shutdown to flush the capture queue."""
     rotation = Rotation([u.rstrip("/") for u in upstream_urls or [upstream_url or server_url(settings)]])
-    allowed = _Allowed(settings)
     router = APIRouter(prefix="/v1", tags=["openai"])
     traffic = router.traffic = traffic or Traffic(settings)
+    allowed = _Allowed(settings, traffic.read)
     feedback_routes(router, traffic)
 
     def client(upstream: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=upstream, timeout=UPSTREAM_TIMEOUT, transport=transport)
+        return httpx.AsyncClient(base_url=upstream, timeout=UPSTREAM_TIMEOUT, transport=transport,
+                                 verify=upstream_tls())
 
     async def send(method: str, path: str, **kwargs) -> tuple[httpx.AsyncClient, httpx.Response]:
         """Send to the first upstream that takes the request (streamed: returns at the headers). An error
@@ -139,7 +143,7 @@ def create_api_router(settings: Settings, *, upstream_url: str | None = None, up
         await c.aclose()
         if response.status_code != 200:
             return openai_error(502, f"the model server answered {response.status_code}", "upstream_error")
-        names = await allowed.names()
+        names = allowed.names()
         served = response.json().get("data", [])
         max_len = next((m.get("max_model_len") for m in served if m.get("id") == settings.served_base_name), None)
         listed = [
@@ -149,7 +153,7 @@ def create_api_router(settings: Settings, *, upstream_url: str | None = None, up
         ]
         # A deployment is listed while the model it points at is listed; `parent` names that model.
         by_id = {m["id"]: m for m in listed}
-        for name, target in sorted((await allowed.deployments()).items()):
+        for name, target in sorted(allowed.deployments().items()):
             if target in by_id and name not in by_id:
                 listed.append({**by_id[target], "id": name, "parent": target, "deployment": True})
         return listed
@@ -178,22 +182,25 @@ def create_api_router(settings: Settings, *, upstream_url: str | None = None, up
     async def chat_completions(request: Request):
         if (denied := traffic.check_key(request)) is not None:
             return denied
+        raw, problem = await read_body(request, CHAT_MAX_BYTES, "chat request")
+        if problem is not None:
+            return problem
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
         except ValueError:
             return openai_error(400, "the request body is not valid JSON", "invalid_request_error")
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             return openai_error(400, "the request needs a 'model' (the base model's or an adapter's name)",
                                 "invalid_request_error", param="model")
-        names = await allowed.names()
+        names = allowed.names()
         resolved: str | None = None
         if body["model"] not in names:
-            target = (await allowed.deployments()).get(body["model"])
+            target = allowed.deployments().get(body["model"])
             if target is None:
                 return openai_error(404, f"The model `{body['model']}` does not exist or is archived; "
                                          "GET /v1/models lists the models", "NotFoundError", param="model")
             if target not in names:  # perhaps registered a moment ago: re-read before refusing
-                names = await allowed.names(fresh=True)
+                names = allowed.names(fresh=True)
             if target not in names:
                 return openai_error(404, f"Deployment `{body['model']}` points to `{target}`, which is archived "
                                          "or no longer registered", "NotFoundError", param="model")
@@ -206,7 +213,7 @@ def create_api_router(settings: Settings, *, upstream_url: str | None = None, up
                 routed, arm = resolved, "main"
             resolved = body["model"] = routed
         # What the client left unset comes from the model's generation defaults (the chat tabs' too).
-        body = await run_in_threadpool(with_defaults, settings.db_path, body)
+        body = fill_request(body, traffic.read(defaults_for, body["model"]))
         # Which model answered a deployment name (the body's "model" field names it too).
         extra_headers = {"X-Tuneloop-Model": resolved} if resolved else {}
         return await traffic.forward(request, body, asked=asked, deployment=deployment, arm=arm,

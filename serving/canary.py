@@ -3,13 +3,14 @@
 Which arm answers is a pure function of the deployment, the share and the caller's `user` (sticky:
 the same user always lands on the same arm while the share stays), or of the request's own id when
 no user is given. Per arm the app shows requests, thumbs-up rate and correction rate with 95%
-Wilson intervals, and one action ends the canary or promotes its model (recorded in the
-deployment's history with the canary's figures).
+Wilson intervals, and one action ends the canary or promotes its model: through the same evaluation
+gate as any promotion (or forced with a recorded reason), recorded in the deployment's history with the
+canary's figures.
 
     arm = choose_arm("support", 0.1, user="customer-42", request_id=cid)   # "main" | "canary"
     start(db, "support", "support-v5", share=0.1, by="ana", base_model_name=base)
     report(db, "support").arms["canary"].thumbs_up_rate
-    promote_canary(db, "support", by="ana")      # or end(db, "support")
+    promote_canary(db, "support", by="ana", base_model_name=base)   # or end(db, "support")
     .venv/bin/python -m pytest tests/test_canary.py -q
 """
 
@@ -18,8 +19,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from serving.deployments import DeploymentChange, promote
+from serving.evaluation.gate import GateRules
 from store import canaries
-from store import deployments as dstore
 from store.adapters import get_adapter
 from store.traffic import arm_stats
 from store.winrate import wilson_interval
@@ -157,10 +159,15 @@ def end(db, deployment: str) -> None:
         raise CanaryError("deployment", str(exc)) from None
 
 
-def promote_canary(db, deployment: str, *, by: str, base_model_name: str) -> int:
-    """Point the deployment at its canary's model and end the canary, in one step; returns the event id.
+def promote_canary(db, deployment: str, *, by: str, base_model_name: str, force_reason: str | None = None,
+                   eval_run_id: int | None = None, rules: GateRules = GateRules()) -> DeploymentChange:
+    """Point the deployment at its canary's model through the same gate as `tuneloop deploy promote`
+    (serving.deployments.promote), then end the canary.
 
-    The event is a promotion whose recorded evidence (`gate`) is the canary's figures per arm.
+    The canary's thumbs are not an evaluation: the gate reads the newest finished eval run of the canary's
+    model against the deployment's (or `eval_run_id`). When it refuses, GateRefused is raised and nothing
+    changes, unless `force_reason` is given (recorded, action "force"). The canary's figures per arm are
+    recorded with the event either way.
     """
     try:
         config = canaries.traffic_config(db, deployment)
@@ -169,9 +176,7 @@ def promote_canary(db, deployment: str, *, by: str, base_model_name: str) -> int
     if config["canary_target"] is None:
         raise CanaryError("deployment", f"deployment {deployment!r} has no canary running")
     figures = report(db, deployment, base_model_name=base_model_name).to_json()
-    target = None if config["canary_target"] == base_model_name else config["canary_target"]
-    event = dstore.change_target(db, deployment, target, action="promote", by=by,
-                                 reason=f"canary at {config['canary_share']:.0%} won", gate={"canary": figures},
-                                 expected_from=config["target"])
+    change = promote(db, config["canary_target"], to=deployment, by=by, base_model_name=base_model_name,
+                     eval_run_id=eval_run_id, rules=rules, force_reason=force_reason, evidence={"canary": figures})
     canaries.end_canary(db, deployment)
-    return event
+    return change

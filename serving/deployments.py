@@ -113,11 +113,13 @@ def _is_base(db, name: str) -> bool:
 
 
 def promote(db, adapter: str, *, to: str, by: str, base_model_name: str, eval_run_id: int | None = None,
-            rules: GateRules = GateRules(), force_reason: str | None = None) -> DeploymentChange:
+            rules: GateRules = GateRules(), force_reason: str | None = None,
+            evidence: dict | None = None) -> DeploymentChange:
     """Point deployment `to` at `adapter` (or the base model by its served name) through the gate.
 
     Raises GateRefused (with the failing rules and figures) unless the gate passes or `force_reason`
     is given; DeploymentError for an unknown or archived adapter, a bad name, or no change.
+    `evidence` (e.g. a canary's figures, {"canary": {...}}) is recorded with the gate's decision.
     """
     if force_reason is not None and not force_reason.strip():
         raise DeploymentError("a forced promotion needs a reason: say why the gate is overruled")
@@ -147,6 +149,8 @@ def promote(db, adapter: str, *, to: str, by: str, base_model_name: str, eval_ru
             raise GateRefused(decision, candidate, baseline, to)
     action = "force" if decision is not None and not decision.passed else "promote"
     gate = None if decision is None else {**decision.to_json(), "rules": rules.to_json(), "baseline": baseline}
+    if evidence:
+        gate = {**(gate or {}), **evidence}
     try:
         event = dstore.change_target(db, to, target, action=action, by=by, eval_run_id=run_id,
                                      reason=force_reason.strip() if force_reason else None, gate=gate,

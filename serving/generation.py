@@ -87,11 +87,3 @@ def fill_request(body: dict, defaults: GenerationDefaults) -> dict:
             isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
         out["messages"] = [{"role": "system", "content": defaults.system_prompt}, *messages]
     return out
-
-
-def with_defaults(db_path, body: dict) -> dict:
-    """`fill_request` with the defaults stored for the request's model (what the /v1 API calls)."""
-    from store.db import connect
-
-    with connect(db_path) as db:
-        return fill_request(body, defaults_for(db, body.get("model")))

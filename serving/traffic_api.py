@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 COMPLETION_HEADER = "X-Tuneloop-Completion-Id"
 FEEDBACK_MAX_BYTES = 256_000  # a correction of MAX_CORRECTION_CHARS characters and a comment fit
+# A chat request is its whole conversation: 4 MB holds a 128k-token context several times over, even as
+# escaped JSON, and keeps a runaway client from making the API hold (and capture) gigabytes.
+CHAT_MAX_BYTES = 4_000_000
 ErrorFn = Callable[..., JSONResponse]
 
 
@@ -51,6 +54,25 @@ def _error(status: int, message: str, type_: str, *, param: str | None = None,
     """OpenAI's error shape (serving.api.openai_error's twin, kept here so the modules need not import each other)."""
     return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": status}},
                         status_code=status, headers=headers)
+
+
+async def read_body(request: Request, limit: int, what: str) -> tuple[bytes | None, JSONResponse | None]:
+    """The request body, or a 413 when it is larger than `limit` bytes: refused from its declared length,
+    else counted while it arrives (a chunked upload), so an oversized body is never held whole."""
+    def too_large():
+        return None, _error(413, f"the {what} is larger than {limit:,} bytes; send less (tuneloop's limit)",
+                            "invalid_request_error")
+
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return too_large()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return too_large()
+        chunks.append(chunk)
+    return b"".join(chunks), None
 
 
 def completion_time(completion_id: str) -> datetime | None:
@@ -79,6 +101,13 @@ def redactor(settings: Settings) -> Callable[[dict], dict] | None:
         return {**row, "messages": redacted[:-1], "answer": redacted[-1]["content"]}
 
     return redact
+
+
+def _redaction(settings: Settings | None):
+    """The settings stored feedback is redacted with: the imports' defaults, or none when `capture_redact` is off."""
+    from store.redaction import RedactionSettings
+
+    return RedactionSettings.off() if settings is not None and not settings.capture_redact else RedactionSettings()
 
 
 def redact_feedback(settings: Settings, fb: dict) -> dict:
@@ -122,13 +151,15 @@ class Traffic:
 
     # ------------------------------------------------------------ small reads on every request
 
-    def _read(self, fn, *args):
-        """Run a store read on the router's shared connection (opened on first use)."""
+    def read(self, fn, *args, **kwargs):
+        """Run a store read on the router's shared connection (opened on first use). Every read is fresh (no
+        cache, no open transaction), so a promotion or a revoked key reaches the next request; and it costs one
+        query, where opening a connection (store.db.connect checks migrations and WAL) costs a dozen."""
         with self._lock:
             if self._db is None:
                 self._db = open_shared(self.settings.db_path)
                 sync_env_key(self._db, self.settings.api_key)
-            return fn(self._db, *args)
+            return fn(self._db, *args, **kwargs)
 
     def close(self) -> None:
         """Flush the capture queue and close the shared connection (the app's shutdown)."""
@@ -144,9 +175,9 @@ class Traffic:
         """None when the request carries an active key (its name goes to request.state.api_key); else the 401."""
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
         token = token.strip()
-        key = self._read(find_key, token) if scheme.lower() == "bearer" and token else None
+        key = self.read(find_key, token) if scheme.lower() == "bearer" and token else None
         if key is None:
-            if not self._read(has_keys):
+            if not self.read(has_keys):
                 return _error(401, "the tuneloop API is off because no API key is set: set TUNELOOP_API_KEY "
                                    "(e.g. in .env) and restart `tuneloop serve`, or create one with "
                                    "`tuneloop keys create NAME`", "authentication_error")
@@ -162,7 +193,7 @@ class Traffic:
     # ------------------------------------------------------------ canary and capture switches
 
     def config(self, deployment: str | None) -> dict | None:
-        return self._read(traffic_configs).get(deployment) if deployment else None
+        return self.read(traffic_configs).get(deployment) if deployment else None
 
     def route(self, deployment: str, target: str, body: dict, completion_id: str) -> tuple[str, str]:
         """(model to ask, arm) for a request to `deployment`, whose own target is `target`."""
@@ -331,7 +362,8 @@ def store_feedback(db_path, fb: dict, *, api_key: str, settings: Settings | None
             ratings.append({"id": rate_message(db, kind="thumb", message_id=message_id, value=fb["thumb"], user=user),
                             "kind": "thumb", "value": fb["thumb"]})
         if fb["correction"]:
-            rid = rate_message(db, kind="correction", message_id=message_id, value=fb["correction"], user=user)
+            rid = rate_message(db, kind="correction", message_id=message_id, value=fb["correction"], user=user,
+                               redaction=_redaction(settings))
             ratings.append({"id": rid, "kind": "correction", "value": fb["correction"].strip()})
         feedback_id = record_feedback(db, fb["completion_id"], rater=user, api_key=api_key, thumb=fb["thumb"],
                                       score=fb["score"], correction=fb["correction"], comment=fb["comment"],
@@ -347,12 +379,9 @@ def feedback_routes(router: APIRouter, traffic: Traffic) -> None:
     async def feedback(request: Request):
         if (denied := traffic.check_key(request)) is not None:
             return denied
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > FEEDBACK_MAX_BYTES:
-            return _error(413, f"the feedback is larger than {FEEDBACK_MAX_BYTES} bytes", "invalid_request_error")
-        raw = await request.body()
-        if len(raw) > FEEDBACK_MAX_BYTES:
-            return _error(413, f"the feedback is larger than {FEEDBACK_MAX_BYTES} bytes", "invalid_request_error")
+        raw, problem = await read_body(request, FEEDBACK_MAX_BYTES, "feedback")
+        if problem is not None:
+            return problem
         try:
             body = json.loads(raw)
         except ValueError:

@@ -92,6 +92,17 @@ class ErasurePlan:
     def empty(self) -> bool:
         return not (self.conversations or self.eval_items or self.redactions or self.files)
 
+    def lines(self) -> list[str]:
+        """What the plan erases, one line per place, for people (the CLI and the browser); never the value."""
+        out = []
+        if self.conversations:
+            out.append(f"{len(self.conversations)} conversation(s), from {', '.join(self.versions) or 'no version'}")
+        if self.eval_items:
+            out.append(f"{len(self.eval_items)} eval item(s), from {', '.join(self.eval_sets)}")
+        out += [f"{n} {place} value(s) redacted" for place, n in sorted(self.redactions.items())]
+        out += [f"file {f} redacted" for f in self.files]
+        return out
+
     def to_json(self) -> dict:
         out = asdict(self)
         out["target"] = {"kind": self.target.kind}  # never the value

@@ -6,7 +6,7 @@ store holds each user's latest opinion. Every row is written at once with the co
 the models, the sampling settings, who and when.
 
 - thumb:      message_id, value "up" | "down"
-- correction: message_id, value = the answer it should have given
+- correction: message_id, value = the answer it should have given, personal data redacted (store.redaction)
 - verdict:    ab_turn_id, value "a" | "b" | "tie" | "both_bad"; models = {"a": name, "b": name, "blind": bool}
 
 `context` is the OpenAI-style conversation before the rated answer (system prompt first when there
@@ -25,6 +25,7 @@ from sqlite_utils import Database
 
 from store.chats import conversation_until, get_ab_turn, get_message
 from store.db import now, write_transaction
+from store.redaction import DEFAULT, RedactionSettings, redact_conversation
 
 THUMB_VALUES = ("up", "down")
 VERDICT_VALUES = ("a", "b", "tie", "both_bad")
@@ -57,8 +58,12 @@ def _upsert(db: Database, row: dict) -> int:
     ).fetchone()[0]
 
 
-def rate_message(db: Database, *, kind: str, message_id: int, value: str, user: str) -> int:
-    """A thumb ("up"/"down") or a correction (the better answer's text) on an assistant answer."""
+def rate_message(db: Database, *, kind: str, message_id: int, value: str, user: str,
+                 redaction: RedactionSettings = DEFAULT) -> int:
+    """A thumb ("up"/"down") or a correction (the better answer's text) on an assistant answer.
+
+    A correction is typed by a person and becomes a training example, so its personal data is replaced by
+    placeholders first (`redaction`, every type by default), as an import would."""
     if kind == "thumb":
         if value not in THUMB_VALUES:
             raise InvalidRating(f"a thumb is 'up' or 'down', not {value!r}")
@@ -68,6 +73,7 @@ def rate_message(db: Database, *, kind: str, message_id: int, value: str, user: 
             raise InvalidRating("the correction is empty: type the answer the model should have given")
         if len(value) > MAX_CORRECTION_CHARS:
             raise InvalidRating(f"the correction is longer than {MAX_CORRECTION_CHARS} characters")
+        value = _redacted_correction(db, message_id, value, redaction)
     else:
         raise InvalidRating(f"unknown rating kind {kind!r}")
     with write_transaction(db):
@@ -79,6 +85,15 @@ def rate_message(db: Database, *, kind: str, message_id: int, value: str, user: 
             "context": conversation_until(db, message_id)[:-1], "models": {"model": msg["model"]},
             "settings": msg["settings"],
         })
+
+
+def _redacted_correction(db: Database, message_id: int, value: str, redaction: RedactionSettings) -> str:
+    """The correction redacted as the last turn of its conversation: an address the conversation already
+    holds gets the placeholder it would get there, and placeholders already in it are never reused.
+    Done before the write transaction, since the first use of the engine takes seconds to build it."""
+    context = conversation_until(db, message_id)[:-1]
+    redacted, _ = redact_conversation([*context, {"role": "assistant", "content": value}], redaction)
+    return redacted[-1]["content"]
 
 
 def rate_turn(db: Database, *, ab_turn_id: int, value: str, user: str) -> int:

@@ -96,6 +96,8 @@ class CaptureFilter:
     """Only answers with a thumbs-down."""
     judge_below: float | None = None
     """Only answers a judge scored below this (0..1)."""
+    judged: bool | None = None
+    """True: only answers a judge scored; False: only answers no judge scored yet."""
     text: str | None = None
     """Free text, searched in the question(s) and the answer (case-insensitive)."""
     status: str | None = None
@@ -126,6 +128,8 @@ def _where(f: CaptureFilter) -> tuple[str, list]:
     if f.judge_below is not None:
         clauses.append("t.judge_score < ?")
         args.append(f.judge_below)
+    if f.judged is not None:
+        clauses.append("t.judge_score is not null" if f.judged else "t.judge_score is null")
     if f.text and f.text.strip():
         clauses.append("(t.messages like ? or t.answer like ?)")
         needle = f"%{f.text.strip()}%"

@@ -21,6 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class FakeVllm(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's listen backlog is 5: a burst of new connections (the load tests) overflows it and the
+    # kernel resets some, which the API reports as 503. vLLM (uvicorn) listens with 2048.
+    request_queue_size = 2048
 
     def __init__(self, port: int, served_name: str = "base"):
         super().__init__(("127.0.0.1", port), Handler)

@@ -9,7 +9,7 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     || echo "warning: could not install chromium; browser tests will be skipped" >&2
 fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-"$PY" -m pytest "$@"
+"$PY" -m pytest --durations=30 "$@"
 rc=$?
 # pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
 if [ $rc = 5 ]; then echo "no tests were collected" >&2; exit 1; fi

@@ -3,8 +3,9 @@
     flock /tmp/tuneloop-heavy.lock .venv/bin/python -m pytest tests/test_browser_first_hour.py -q   # ~2 minutes
 
 A refused import leaves the form usable; the comparison's status never says "B is ?"; thumbs stay lit
-after the next message; model links are plain text; an answer cut at the token limit says so; a
-half-finished comparison and chat come back after a reload; a guest's name shows and rates.
+after the next message (Compare and Chat); model links are plain text; an answer cut at the token limit
+says so; both chat tabs answer with the adapter's generation defaults; a half-finished comparison and
+chat come back after a reload; a guest's name shows and rates.
 Screenshots: test-artifacts/browser/first-hour-*/.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import pytest
 
 from browser_support import Shots, bot_texts, browser, choose, open_app, tab, wait_text, wait_value
+from serving.generation import store_defaults
 from store.db import connect
 from test_browser_ui import app  # noqa: F401 - the app fixture (scripted server, support-v1 loaded)
 
@@ -77,6 +79,8 @@ def test_links_are_plain_text_and_a_cut_answer_says_so(app):
         page.locator("#chat-input textarea").press("Enter")
         page.locator("#chat-bot").get_by_label("Like", exact=True).last.wait_for(timeout=30_000)
         page.wait_for_timeout(800)
+        page.locator("#chat-bot").get_by_label("Like", exact=True).last.click()
+        page.locator("#chat-bot").get_by_label("Liked", exact=True).first.wait_for(timeout=10_000)
         answer = page.locator("#chat-bot .message-row.bot-row .message-content").last
         assert answer.locator("a").count() == 0
         text = answer.inner_text()
@@ -89,7 +93,10 @@ def test_links_are_plain_text_and_a_cut_answer_says_so(app):
         page.locator("#chat-input textarea").fill("Tell me everything")
         page.locator("#chat-input textarea").press("Enter")
         wait_text(page, "#chat-bot", "cut off at 16 tokens", timeout=30)
+        page.wait_for_timeout(800)
         shots(page, "cut off")
+        # The first answer's thumb is still shown as given after the next answer (as in Compare).
+        assert page.locator("#chat-bot").get_by_label("Liked", exact=True).count() == 1
     with connect(app["settings"].db_path) as db:  # the stored answer is the model's own words, note and all left out
         stored = [r["content"] for r in db["chat_messages"].rows if r["role"] == "assistant"]
     assert stored[0] == LINKY and "cut off" not in stored[1]
@@ -134,3 +141,63 @@ def test_a_reload_brings_back_the_comparison_and_the_chat_and_a_guest_name_rates
     with connect(app["settings"].db_path) as db:
         users = {(r["kind"], r["user"]) for r in db["ratings"].rows}
     assert users == {("thumb", "Maria (guest)"), ("verdict", "Maria (guest)")}
+
+
+def test_both_chat_tabs_answer_with_the_adapters_generation_defaults(app):
+    # Issue 14, bug 12: the API used vLLM's temperature 1.0 where the app used 0.7; now an adapter's own
+    # defaults are what the chat tabs start from (and what the API fills in, tests/test_generation_defaults.py).
+    shots = Shots("first-hour-generation-defaults")
+    with connect(app["settings"].db_path) as db:
+        store_defaults(db, "support-v1", temperature=0.3, max_tokens=128, system_prompt="You are ACME support.")
+    server = app["server"]
+    with browser() as b:
+        page = open_app(b, app["url"])
+        tab(page, "Chat")
+        choose(page, "chat-model", "support-v1")
+        page.get_by_text("System prompt and sampling").first.click()
+        wait_value(page, "chat-max-tokens", "^128$")
+        assert page.locator("#chat-system textarea").input_value() == "You are ACME support."
+        shots(page, "chat with the adapter's defaults")
+        page.locator("#chat-input textarea").fill("Where is my order?")
+        page.locator("#chat-input textarea").press("Enter")
+        page.locator("#chat-bot").get_by_label("Like", exact=True).last.wait_for(timeout=30_000)
+        model, messages, params = server.requests[-1]
+        assert (model, params.temperature, params.max_tokens) == ("support-v1", 0.3, 128)
+        assert messages[0] == {"role": "system", "content": "You are ACME support."}
+
+        tab(page, "Compare A/B")
+        wait_value(page, "ab-model-2", "support-v1")  # the adapter is Model 2 on a fresh load
+        page.locator("#ab-input textarea").fill("And the refund?")
+        page.locator("#ab-send").click()
+        wait_text(page, "#ab-status", "Which answer is better")
+        shots(page, "compare with the adapter's defaults")
+    sent = server.requests[-2:]
+    assert sorted(m for m, _, _ in sent) == ["smollm2-135m-instruct", "support-v1"]
+    assert all((p.temperature, p.max_tokens) == (0.3, 128) for _, _, p in sent)  # both sides, Model 2's defaults
+
+
+def test_the_feedback_preview_speaks_plainly_and_the_latest_ratings_show_the_question(app):
+    # Issue 14's "Messages to reword": no internal codes, "Preview" not "Nothing was built", the closest method
+    # with what each needs, how DPO pairs are counted, and the question beside each rated answer.
+    from store import chats, ratings
+
+    shots = Shots("first-hour-feedback-preview")
+    with connect(app["settings"].db_path) as db:
+        for i in range(3):
+            ex = chats.record_exchange(db, session_id=None, user="maria", parent_id=None, question=f"Question {i}?",
+                                       answer=f"Answer {i}.", model="support-v1", settings={})
+            ratings.rate_message(db, kind="thumb", message_id=ex.answer_id, value="up" if i < 2 else "down",
+                                 user="maria")
+    with browser() as b:
+        page = open_app(b, app["url"])
+        tab(page, "Feedback")
+        wait_text(page, "#fb-recent", "Question 2?")
+        wait_value(page, "round-from", "support-v1")
+        page.locator("#round-preview").click()
+        text = wait_text(page, "#round-report", "Preview: not enough ratings yet")
+        page.wait_for_timeout(800)
+        shots(page, "preview")
+        assert "Nothing was built" not in text and "closest: " in text
+        assert "SFT needs" in text and "KTO needs" in text and "DPO needs" in text
+        assert "each A/B vote with a winner gives one pair" in text
+        assert "not_used_by_method" not in page.locator("#round-left-out").inner_text()

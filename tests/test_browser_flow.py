@@ -15,6 +15,7 @@ Screenshots of every step: test-artifacts/browser/flow-*/.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -249,7 +250,7 @@ def test_next_round_is_built_and_started_from_the_feedback_tab(stack):
 
         tab(page, "Train")
         summary = wait_text(page, "#train-summary", r"dataset feedback@1 · from " + adapter, timeout=60)
-        run = summary.split(":")[0]
+        run = re.search(r"Run \d+", summary).group(0)  # not split(): Gradio's status text may come first
         page.locator("#train-cancel").click()  # the round itself trains in test_feedback_loop.py
         wait_text(page, "#train-summary", rf"{run}: cancelled", timeout=240)
 
@@ -277,9 +278,11 @@ def test_reloading_during_training_shows_the_run_where_it_is(stack, tmp_path):
         wait_value(page, "train-steps", "^60$")
         page.locator("#train-start").click()
         text = wait_text(page, "#train-summary", r"Run \d+: training", timeout=60)
-        run = text.split(":")[0]
+        # The text may carry Gradio's "processing | 0.3s" status before the summary: read the id by pattern.
+        run_id = int(re.search(r"Run (\d+): training", text).group(1))
+        run = f"Run {run_id}"
         with connect(stack["settings"].db_path) as db:
-            config = get_run(db, int(run.split()[1]))["config"]
+            config = get_run(db, run_id)["config"]
         assert (config["max_steps"], config["max_seq_len"]) == (60, 128), config
         wait_text(page, "#train-progress", r"Step [1-9]\d* of 60", timeout=TRAIN_TIMEOUT_S)
         before = page.locator("#train-progress .tl-progress-label").inner_text()

@@ -1,5 +1,6 @@
 """The Train tab in headless Chromium, with a scripted trainer: what a run will cost before Start, the base
-model picker, and the LoRA settings (alpha follows the rank, dropout, target modules).
+model picker, and the LoRA settings (alpha follows the rank, dropout, target modules); the empty loss chart's
+step axis and the adapter name the run will get.
 
     flock /tmp/tuneloop-heavy.lock .venv/bin/python -m pytest tests/test_browser_train_plan.py -q
 """
@@ -41,6 +42,15 @@ def app(data_dir, tmp_path, monkeypatch):
         yield {"url": url, "trainer": trainer}
 
 
+def x_axis(page) -> dict:
+    """The loss chart's x axis as vega draws it: its ARIA description ("... values from 0 to 20") and tick labels."""
+    return page.evaluate("""() => {
+        const axis = document.querySelector('#train-loss-plot [aria-label^="X-axis"]');
+        return {label: axis ? axis.getAttribute('aria-label') : '',
+                ticks: axis ? [...axis.querySelectorAll('.role-axis-label text')].map(t => t.textContent) : []};
+    }""")
+
+
 def test_estimate_before_start_and_the_base_model_picker(app):
     shots = Shots("train-plan")
     errors: list[str] = []
@@ -48,6 +58,13 @@ def test_estimate_before_start_and_the_base_model_picker(app):
         page = open_app(b, app["url"], errors=errors)
         tab(page, "Train")
         wait_value(page, "train-dataset", "support@1")
+        # The empty loss chart's step axis runs from 0 up, in whole steps (it used to draw 0 to -1).
+        axis = x_axis(page)
+        assert axis["label"].endswith("values from 0 to 20"), axis
+        assert axis["ticks"] and all(t.isdigit() for t in axis["ticks"]), axis
+        # The name field shows the name the run's adapter will get (it said "support-v3" with no adapters).
+        assert page.locator("#train-name input, #train-name textarea").first.get_attribute("placeholder") == \
+            "support-v1"
         # The standard preset: 3 epochs of 470 conversations at 8 per step (the scripted trainer's data).
         text = wait_text(page, "#train-estimate", r"177 optimizer steps")
         assert "7 conversations cut at the length limit" in text and "Measure this machine" in text

@@ -45,3 +45,28 @@ def test_arm_report_rates_and_intervals():
     assert "50 requests" in describe_arm(a) and "95% CI" in describe_arm(a)
     empty = ArmReport("main", "v1", 0, 0, 0, 0)
     assert empty.thumbs_up_rate is None and "thumbs up -" in describe_arm(empty)
+
+
+def test_promoting_the_canary_goes_through_the_evaluation_gate(db):
+    from serving.canary import promote_canary, start
+    from serving.deployments import DeploymentError, GateRefused
+    from store.deployments import change_target, deployment_events, get_deployment
+    from test_eval_store import BASE, adapter, done_run
+
+    for name in ("good", "better", "worse"):
+        adapter(db, name)
+    change_target(db, "support", "good", action="promote", by="t")
+    start(db, "support", "worse", share=0.1, by="ana", base_model_name=BASE)
+    done_run(db, "worse", "good", wins=1, losses=9, cand_check=0.2, base_check=1.0)
+    with pytest.raises(GateRefused, match="judge"):
+        promote_canary(db, "support", by="ana", base_model_name=BASE)
+    assert get_deployment(db, "support")["target"] == "good" and get_deployment(db, "support")["canary_target"]
+    with pytest.raises(DeploymentError, match="needs a reason"):
+        promote_canary(db, "support", by="ana", base_model_name=BASE, force_reason=" ")
+    start(db, "support", "better", share=0.1, by="ana", base_model_name=BASE)
+    run = done_run(db, "better", "good")
+    change = promote_canary(db, "support", by="ana", base_model_name=BASE)
+    assert (change.action, change.to_target, change.eval_run_id) == ("promote", "better", run)
+    assert get_deployment(db, "support")["canary_target"] is None
+    event = deployment_events(db, "support")[-1]
+    assert event["gate"]["passed"] and event["gate"]["canary"]["canary"] == "better" and event["eval_run_id"] == run

@@ -16,6 +16,7 @@ from store.db import connect
 from store.erasure import ERASED, ErasureError, Target, find_erasure, patterns, redact_text, tombstones
 from store.evaluations import NewEvalItem
 from store.lineage import adapter_lineage
+from store.redaction import RedactionSettings
 from store.runs import create_run
 
 EMAIL = "Jo.Miller@Example.com"
@@ -49,7 +50,8 @@ def world(settings):
                                    question=f"my mail is {EMAIL}, any news?", answer="We will write to you.",
                                    model="support-v1", settings={})
         ratings.rate_message(db, kind="correction", message_id=ex.answer_id, user="maria",
-                             value=f"We will write to {EMAIL} today.")
+                             value=f"We will write to {EMAIL} today.",
+                             redaction=RedactionSettings.off())  # stored as typed: erasure must still find it
         ev.create_eval_set_version(db, "golden", [NewEvalItem(conv(f"I am {EMAIL}", "")[:1], "Hello Jo."),
                                                   NewEvalItem(conv("Where is my order?", "")[:1], "On its way.")],
                                    source_kind="manual")

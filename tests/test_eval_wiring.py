@@ -67,6 +67,16 @@ def test_the_end_of_run_evaluation_takes_turns_between_held_out_and_the_team_set
     assert queued["config"] == {"max_items": 3, "max_tokens": 64}
 
 
+def test_a_held_out_question_the_team_set_also_asks_is_asked_once_as_the_team_item(db):
+    run = _run_with_heldout(db)
+    held = [i.messages for i in auto_eval_items(db, run, default_set="", budget=10)[0]]
+    assert len(held) == 2
+    ev.create_eval_set_version(db, "team", [NewEvalItem(held[0], "the team's answer", [])], source_kind="manual")
+    items, _ = auto_eval_items(db, run, default_set="team", budget=10)
+    assert [i.messages for i in items].count(held[0]) == 1 and len(items) == 2
+    assert next(i for i in items if i.messages == held[0]).reference == "the team's answer"
+
+
 def test_no_end_of_run_evaluation_without_items_or_budget(db):
     run = _run_with_heldout(db, fraction=0.0)
     assert queue_auto_eval(db, run, candidate="a", baseline="b", default_set="", budget=8, max_tokens=64) is None

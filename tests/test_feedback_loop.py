@@ -310,7 +310,8 @@ def test_a_round_trained_on_wrong_answers_is_evaluated_at_its_end_and_refused_by
     assert wait_for(lambda: auto_runs() and auto_runs()[0]["status"] in ("done", "failed"), timeout=300, interval=2)
     auto = auto_runs()[0]
     assert auto["status"] == "done" and auto["trigger"] == "auto" and auto["baseline"] == "support-v1", auto
-    assert auto["set_name"] == "auto-support-wrong" and auto["total"] == 2
+    # Its items: the 2 conversations of the seeded 25% split, and the eval item's, held out beside them.
+    assert auto["set_name"] == "auto-support-wrong" and auto["total"] == 3
 
     run = evaluate("support-wrong", "--against", "deployment support", "--set", "refunds")
     cand, base = run["summary"]["candidate"], run["summary"]["baseline"]

@@ -52,8 +52,16 @@ def test_the_api_answers_with_the_adapters_defaults(tmp_path):
                         json={"model": "support-v1", "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 200
         sent = [b for m, p, b in upstream.requests if p == "/v1/chat/completions"][-1]
-    assert (sent["temperature"], sent["max_tokens"]) == (0.7, 200)
-    assert sent["messages"][0] == {"role": "system", "content": "You are ACME support."}
+        assert (sent["temperature"], sent["max_tokens"]) == (0.7, 200)
+        assert sent["messages"][0] == {"role": "system", "content": "You are ACME support."}
+        # The API reads defaults on a long-lived connection: a change still reaches the very next request.
+        with connect(s.db_path) as db:
+            store_defaults(db, "support-v1", temperature=0.1, system_prompt=None)
+        client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                    json={"model": "support-v1", "messages": [{"role": "user", "content": "hi"}]})
+        sent = [b for m, p, b in upstream.requests if p == "/v1/chat/completions"][-1]
+    assert (sent["temperature"], sent["max_tokens"]) == (0.1, 200)
+    assert sent["messages"][0]["role"] == "user"
 
 
 def test_cli_sets_and_shows_an_adapters_defaults(tmp_path, data_dir, monkeypatch):

@@ -14,6 +14,7 @@ import pytest
 from store.redaction import RedactionSettings
 from training.importers import (Conversation, ImportFileError, ImportOptions, ImportWarning, Reject, open_import)
 from training.importers.decode import SAMPLE_BYTES
+from training.importers.model import messages_digest
 
 # A support CSV with German, Spanish and French accents and typographic punctuation (all in Windows-1252).
 ACCENTED_CSV = """ticket_id,speaker,text
@@ -241,6 +242,9 @@ def test_in_file_duplicates_are_dropped_and_counted(tmp_path):
     stream, items = read(write(tmp_path, "d.jsonl", jsonl([chat(1), chat(2), chat(1), same_but_spaced])))
     assert [i.location for i in items] == ["line 1", "line 2"]
     assert stream.duplicates == 2
+    # Each repeat with its place and the key of the copy kept (what the Data tab's preview names).
+    assert stream.repeats == [("line 3", messages_digest(items[0].messages)),
+                              ("line 4", messages_digest(items[0].messages))]
 
 
 def test_long_conversations_are_imported_with_a_warning(tmp_path):

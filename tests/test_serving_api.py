@@ -12,6 +12,7 @@ from serving.api import create_api
 from serving_helpers import fake_adapter, fake_base_model, free_port, make_settings
 from store.adapters import register_adapter, set_status
 from store.db import connect
+from store.deployments import change_target
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -126,3 +127,37 @@ def test_server_down_is_a_503_with_a_message(s):
         assert r.status_code == 503 and "not available" in r.json()["error"]["message"]
         r = c.post("/v1/chat/completions", headers=AUTH, json={"model": "base", "messages": []})
         assert r.status_code == 503
+
+
+def test_a_request_opens_no_database_connection_and_builds_no_tls_context(s, client, upstream, tmp_path, monkeypatch):
+    """What made the API cost 80-160 ms of CPU per request (docs/benchmarks.md): a TLS context (the CA bundle
+    loaded) for each upstream client, and fresh SQLite connections (migrations and WAL checked) for the
+    deployment names and generation defaults. Both are now made once; the reads stay fresh (promotion:
+    tests/test_deployments_api.py, defaults: tests/test_generation_defaults.py)."""
+    import ssl
+    import threading
+
+    import store.db
+
+    add_adapter(s, upstream, tmp_path, "v1")
+    with connect(s.db_path) as db:
+        change_target(db, "support", "v1", action="promote", by="t")
+    ask = lambda model: client.post("/v1/chat/completions", headers=AUTH,  # noqa: E731
+                                    json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    assert ask("support").status_code == 200  # the first request opens the shared connection
+    opened, contexts = [], []
+    real_open, real_context = store.db.open_db, ssl.create_default_context
+
+    def counting_open(path):
+        if threading.current_thread().name != "capture-writer":  # the writer's batches are off the request path
+            opened.append(path)
+        return real_open(path)
+
+    monkeypatch.setattr(store.db, "open_db", counting_open)
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: contexts.append(1) or real_context(*a, **k))
+    for model in ("support", "v1", "base", "support"):
+        assert ask(model).status_code == 200
+    with client.stream("POST", "/v1/chat/completions", headers=AUTH,
+                       json={"model": "support", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
+        assert "[DONE]" in "".join(r.iter_lines())
+    assert opened == [] and contexts == []

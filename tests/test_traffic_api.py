@@ -207,6 +207,27 @@ def test_bad_feedback_gets_an_openai_shaped_error(s, client, payload, status, pa
         assert err["param"] == param
 
 
+def test_an_oversized_chat_request_gets_413_before_the_upstream(s, app, client, upstream):
+    from serving.traffic_api import CHAT_MAX_BYTES
+
+    big = json.dumps({"model": "base", "messages": [{"role": "user", "content": "x" * CHAT_MAX_BYTES}]}).encode()
+
+    def chunked():  # no Content-Length: the limit is counted as the body arrives
+        for i in range(0, len(big), 65_536):
+            yield big[i:i + 65_536]
+
+    for content in (big, chunked()):
+        r = client.post("/v1/chat/completions", headers={**AUTH, "Content-Type": "application/json"}, content=content)
+        assert r.status_code == 413
+        err = r.json()["error"]
+        assert err["code"] == 413 and err["type"] == "invalid_request_error" and "larger than" in err["message"]
+    assert not any(p == "/v1/chat/completions" for _, p, _ in upstream.requests)
+    app.state.traffic.writer.flush()
+    with connect(s.db_path) as db:
+        assert db["traffic"].count == 0
+    assert ask(client, model="base").status_code == 200  # a request under the limit still answers
+
+
 def test_feedback_for_unknown_and_expired_completions(s, client):
     r = client.post("/v1/feedback", headers=AUTH, json={"completion_id": "chatcmpl-nope", "thumb": "up"})
     assert r.status_code == 404 and r.json()["error"]["param"] == "completion_id"

@@ -10,7 +10,7 @@ from serving_helpers import fake_adapter
 from store.adapters import register_adapter
 from store.api_keys import find_key
 from store.db import connect
-from store.deployments import change_target, get_deployment
+from store.deployments import change_target, deployment_events, get_deployment
 from store.traffic import save_captures
 from ui.cli import app
 
@@ -64,11 +64,22 @@ def test_deploy_canary_start_report_promote_and_end(data_dir, tmp_path):
     assert r.exit_code == 0 and "25% of requests go to v2" in r.stdout
     rep = json.loads(run("deploy", "canary", "support", "--json").stdout)
     assert rep["canary"] == "v2" and rep["arms"]["canary"]["requests"] == 0
+    # Promoting the canary goes through the same gate as `deploy promote`: no evaluation of v2 against v1 yet.
     r = run("deploy", "canary", "support", "--promote")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1 and "refused by the gate" in r.output
+    assert "no finished evaluation of v2 against v1" in r.output
+    with connect(data_dir / "tuneloop.db") as db:
+        dep = get_deployment(db, "support")
+        assert dep["target"] == "v1" and dep["canary_target"] == "v2"  # nothing changed
+    assert run("deploy", "canary", "support", "--force", "x").exit_code == 2  # --force goes with --promote
+    r = run("deploy", "canary", "support", "--promote", "--force", "canary won on real traffic")
+    assert r.exit_code == 0 and "forced past the gate" in r.stdout, r.output
     with connect(data_dir / "tuneloop.db") as db:
         dep = get_deployment(db, "support")
         assert dep["target"] == "v2" and dep["canary_target"] is None
+        event = deployment_events(db, "support")[-1]
+    assert (event["action"], event["reason"]) == ("force", "canary won on real traffic")
+    assert event["gate"]["canary"]["canary"] == "v2" and not event["gate"]["passed"]
     assert run("deploy", "canary", "support", "--end").exit_code == 2  # none running now
     assert run("deploy", "capture", "support", "--off").exit_code == 0
     with connect(data_dir / "tuneloop.db") as db:

@@ -1,6 +1,7 @@
 """Production traffic on the real stack: the `openai` client calls a deployment on the session's vLLM (streamed
 and not), the completions appear in the review queue, /v1/feedback corrects them, and `feedback build` turns the
-corrections into supervised examples whose lineage names the captured completions.
+corrections into supervised examples whose lineage names the captured completions; a judge scores the unrated
+answers over the real OpenAI protocol (`tuneloop traffic judge`).
 
     flock /tmp/tuneloop-heavy.lock .venv/bin/python -m pytest tests/test_traffic_integration.py -q
 
@@ -18,7 +19,9 @@ from serving_helpers import free_port
 from store.datasets import iter_version_conversations
 from store.db import connect
 from store.deployments import change_target
-from store.traffic import CaptureFilter, find_captures
+from serving.evaluation.judge import JudgeClient, JudgeConfig
+from serving.traffic_judge import judge_captures
+from store.traffic import CaptureFilter, find_captures, get_capture
 from vllm_session import SESSION_KEY, vllm_stack  # noqa: F401  (the session's vLLM)
 
 pytestmark = pytest.mark.slow
@@ -57,6 +60,19 @@ def test_openai_client_traffic_is_captured_corrected_and_built_into_the_next_rou
         assert set(ids) <= set(queue)
         assert queue[done.id]["answer"] == done.choices[0].message.content
         assert queue[sid]["answer"] == "".join(streamed) and queue[sid]["adapter"] == adapter
+        # A judge scores the unrated answers for the review queue (`tuneloop traffic judge`): here the session's
+        # own model through this API, a weak judge whose unreadable replies are counted, never guessed.
+        judge = JudgeClient(JudgeConfig(base_url=url + "v1", model=vllm_stack["base"], api_key=SESSION_KEY,
+                                        max_tokens=24))
+        try:
+            report = judge_captures(s.db_path, judge.ask, deployment=DEPLOYMENT, limit=len(ids))
+        finally:
+            judge.close()
+        assert report.stopped is None and report.scored + report.unparsable == len(ids)
+        with connect(s.db_path) as db:
+            scores = [get_capture(db, cid)["judge_score"] for cid in ids]
+        assert sum(x is not None for x in scores) == report.scored
+        assert all(0 <= x <= 1 for x in scores if x is not None)
         with httpx.Client(base_url=url + "v1", headers={"Authorization": f"Bearer {SESSION_KEY}"}) as c:
             for i, cid in enumerate(ids):
                 r = c.post("/feedback", json={"completion_id": cid, "thumb": "down", "rater": "lead",

@@ -64,3 +64,30 @@ def test_the_progress_callback_reports_eta_with_evaluations(monkeypatch):
     eta = sent[-1]["eta_seconds"]
     assert eta == pytest.approx(19 * 5.0 + 30.0 + 30.0, rel=0.05)  # steps, the step-10 evaluation, the final one
     assert sent[-1]["tokens_per_second"] == pytest.approx(20, rel=0.05)
+
+
+@pytest.mark.slow
+def test_a_real_run_evaluates_its_sample_in_the_run_then_the_whole_split_and_its_speed_leaves_them_out(tmp_path):
+    # Issue 14, bugs 4 and 6: in-run evaluations read the seeded sample, the reported held-out loss the whole
+    # split, and the run's trained tokens/s counts training time only (it used to read 55 where the UI said 105).
+    from training import recipe
+    from training_support import make_tiny_model, support_conversations
+
+    model = make_tiny_model(tmp_path / "tiny-llama")
+    config = RunConfig.from_preset("quick", base_model=str(model), dataset="d@1", max_steps=4, eval_every=2,
+                                   eval_sample=3, eval_fraction=0.4, max_seq_len=256, warmup_ratio=0)
+    session = recipe.setup(config, support_conversations(16), output_dir=tmp_path / "trainer")
+    try:
+        held = session.split.eval
+        assert session.eval_plan.sample == 3 < len(held) and len(session.trainer.eval_dataset) == 3
+        result = recipe.train(session)
+        evals = [h for h in session.trainer.state.log_history if "eval_loss" in h]
+        assert [h["step"] for h in evals] == [0, 2, 4, 4]  # start and every 2 steps on the sample, then all
+        whole = session.trainer.evaluate(eval_dataset=held)["eval_loss"]
+        sample = session.trainer.evaluate()["eval_loss"]
+    finally:
+        recipe.cleanup(session)
+    assert result.eval_loss == pytest.approx(whole) and result.eval_loss != pytest.approx(sample)
+    in_run_s = sum(h["eval_runtime"] for h in evals[:-1])
+    assert result.tokens_per_second == pytest.approx(result.tokens / (result.train_runtime_s - in_run_s))
+    assert result.tokens_per_second > result.tokens / result.train_runtime_s

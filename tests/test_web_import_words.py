@@ -3,6 +3,7 @@ unknown-format refusal said once with the next step."""
 
 from __future__ import annotations
 
+from training.importers.model import messages_digest
 from ui.web.import_words import FileCount, count_words, detected_line, format_words, unknown_format_line
 from ui.web.tabs import data as tab_data
 from ui_fakes import app_settings
@@ -21,12 +22,17 @@ def test_the_detection_headline_is_a_persons_sentence():
 
 
 def test_counts_name_the_duplicate_lines():
-    c, seen = FileCount(), {}
-    for loc, text in (("line 1", "a"), ("line 2", "b"), ("line 3", "a")):
-        c.add(loc, [{"role": "user", "content": text}], seen)
+    a, b = ([{"role": "user", "content": text}] for text in "ab")
+    c = FileCount()
+    c.add("line 1", a)
+    c.add("line 2", b)
+    c.add_repeats(1, [("line 3", messages_digest(a))])  # what the importer dropped (ImportStream.repeats)
     c.rejected = 1
     assert count_words(c) == ("3 conversations (1 duplicate, imported once: line 3 repeats line 1), 1 record that "
                               "cannot be imported (listed after the import)")
+    c.add_repeats(6, [(f"line {n}", messages_digest(b)) for n in range(4, 10)])
+    assert count_words(c).startswith("9 conversations (7 duplicates, imported once: line 3 repeats line 1; line 4 "
+                                     "repeats line 2; ") and "; and 2 more)" in count_words(c)
 
 
 def test_an_unknown_format_is_refused_once_in_the_apps_words(tmp_path, monkeypatch, data_dir):
@@ -44,3 +50,20 @@ def test_an_unknown_format_is_refused_once_in_the_apps_words(tmp_path, monkeypat
     assert "--format" not in summary and "transcript_labels" not in summary and "csv_columns" not in summary
     report = tab_data.run_import(ctx, [str(f)], "support", "auto", "", "", "", "", progress=lambda *a, **k: None)[0]
     assert "could not tell" not in report and "see “Detected”" in report
+
+
+def test_the_preview_counts_the_whole_file_and_names_its_duplicate_lines(tmp_path, data_dir, monkeypatch):
+    import json
+
+    from ui.web.context import AppContext
+    from ui_fakes import FakeServer
+
+    settings = app_settings(tmp_path, monkeypatch)
+    ctx = AppContext(settings=settings, server=FakeServer(settings))
+    chat = lambda q: json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "Ok."}]})
+    f = tmp_path / "chats.jsonl"
+    f.write_text("\n".join([chat("Where is my order?"), chat("Refund?"), chat("Where is my order?")]) + "\n",
+                 encoding="utf-8")
+    summary, _ = tab_data.preview(ctx, [str(f)], "auto", "", "", "", "")
+    assert "OpenAI chat format" in summary  # before import: the total, and which line repeats which
+    assert "3 conversations (1 duplicate, imported once: line 3 repeats line 1)" in summary

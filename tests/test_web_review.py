@@ -22,11 +22,13 @@ def test_detail_shows_the_conversation_and_what_is_known():
     capture = {"id": "chatcmpl-tl1", "created_at": "2026-03-01T10:00:00.000+00:00", "model": "support",
                "deployment": "support", "adapter": "v1", "arm": "canary", "api_key": "widget", "user": "c-1",
                "metadata": {"ticket": "T-9"}, "latency_ms": 120.0, "completion_tokens": 12, "status": "partial",
+               "judge_score": 0.25,
                "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "<b>hi</b>"}],
                "answer": "Hello", "ratings": [{"kind": "thumb", "value": "down", "user": "ana"}]}
     page = detail_html(capture, "2 of 5")
     assert "Be brief." in page and "&lt;b&gt;hi&lt;/b&gt;" in page and "Hello" in page
     assert "canary arm" in page and "T-9" in page and "cut off" in page and "thumbs down by ana" in page
+    assert "judge score 0.25" in page
     assert "Nothing to review" in detail_html(None)
     assert "4 answers waiting" in counts_text({"unrated": 4, "per_deployment": {"support": 4}, "thumbs_down": 0,
                                                  "corrected": 0, "partial": 0, "total": 9})

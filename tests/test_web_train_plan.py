@@ -98,3 +98,18 @@ def test_failed_run_with_a_checkpoint_offers_resume_and_step_seconds_show(ctx):
     assert resume["visible"] is True and resume["value"] == "Resume from step 6"
     assert "resume from its checkpoint at step 6 of 20" in summary
     assert tab_train.resume(ctx, str(run_id)) == 6 and ctx.trainer.resumed == [run_id]
+
+
+def test_a_model_folder_added_in_the_app_is_checked_then_offered(ctx, tmp_path):
+    from training_support import make_tiny_model
+
+    tiny = make_tiny_model(tmp_path / "Tiny-Llama-Chat")
+    assert tab_train.add_base(ctx, str(tiny), "tiny-chat") == "tiny-chat"
+    assert ("tiny-chat (LlamaForCausalLM, not served by this server)", "tiny-chat") in tab_train.base_options(ctx)
+    with pytest.raises(gr.Error, match="Name: a base model named .*tiny-chat.* is registered already. "
+                                      "Nothing was added"):
+        tab_train.add_base(ctx, str(tiny), "tiny-chat")
+    (tiny / "config.json").write_text('{"architectures": ["MysteryForCausalLM"]}')  # one vLLM does not serve
+    with pytest.raises(gr.Error, match="Model folder: .*MysteryForCausalLM.* Nothing was added"):
+        tab_train.add_base(ctx, str(tiny), "mystery")
+    assert [v for _, v in tab_train.base_options(ctx)][1:] == ["tiny-chat"]

@@ -236,6 +236,10 @@ def auto_eval_items(db: Database, run_id: int, *, default_set: str, budget: int)
         ref = ev.resolve_set(db, default_set)
         team = [NewEvalItem(r["messages"], r["reference"], r["checks"], r["meta"]) for r in ev.iter_eval_items(db, ref.id)]
         sources.append(f"{len(team)} from {ref}")
+        # A held-out conversation that asks a team item's question (an eval item is held out of training) is
+        # asked once, as the team's item: it carries the team's reference and checks.
+        asked = {json.dumps(t.messages, sort_keys=True) for t in team}
+        held = [h for h in held if json.dumps(h.messages, sort_keys=True) not in asked]
     # The two sources take turns, so a small budget still samples both.
     mixed = [x for i in range(max(len(held), len(team))) for x in (held[i:i + 1] + team[i:i + 1])]
     return mixed[:budget], ", ".join(sources)

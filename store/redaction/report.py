@@ -49,6 +49,13 @@ class RedactionReport:
             if len(places) < MAX_LOCATIONS and (not places or places[-1] != place):
                 places.append(place)
 
+    @classmethod
+    def from_json(cls, data: dict) -> "RedactionReport":
+        """Back from `to_json()` (an ImportReport's `redaction`), to word it with `summary()`."""
+        return cls(enabled=data.get("enabled", True), counts=dict(data.get("counts") or {}),
+                   locations={k: list(v) for k, v in (data.get("locations") or {}).items()},
+                   conversations=data.get("conversations", 0))
+
     @property
     def total(self) -> int:
         return sum(self.counts.values())

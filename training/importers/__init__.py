@@ -3,7 +3,7 @@
     stream = open_import(Path("tickets.json"), ImportOptions())   # format auto-detected
     for item in stream:   # Conversation | Reject | ImportWarning, read lazily
         ...
-    stream.format, stream.format_reason, stream.encoding, stream.duplicates
+    stream.format, stream.format_reason, stream.encoding, stream.duplicates, stream.repeats
 
 Canonical form: {"messages": [{"role": "system"|"user"|"assistant", "content": str, "weight": 0|1}]},
 weight only on assistant turns (0 = do not train on it). One pure parser per format (parse_openai ...

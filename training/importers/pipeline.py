@@ -41,6 +41,8 @@ PARSERS: dict[str, Parser] = {
 }
 # How many first records must all fail before a claimed format is called wrong.
 PROBE_RECORDS = 20
+# In-file repeats an ImportStream keeps with their place (all are counted): enough for a preview to name them.
+REPEATS_KEPT = 100
 
 Item = Conversation | Reject | ImportWarning
 
@@ -56,11 +58,13 @@ def accept(record: Record, options: ImportOptions) -> list[Item]:
 
 
 def finish(records: Iterable[Record | Reject], options: ImportOptions,
-           on_duplicate: Callable[[], None] = lambda: None, *, redaction: RedactionSettings | None = None,
+           on_duplicate: Callable[[str, bytes], None] = lambda location, key: None, *,
+           redaction: RedactionSettings | None = None,
            on_redacted: Callable[[list[Finding], str], None] = lambda findings, where: None) -> Iterator[Item]:
     """Parsed records -> validated, redacted items, dropping conversations whose messages were already seen.
 
-    Redaction comes before the duplicate check, so the dedup keys (and stored hashes) are of redacted text."""
+    Redaction comes before the duplicate check, so the dedup keys (and stored hashes) are of redacted text.
+    `on_duplicate` gets each dropped repeat's location and key (messages_digest of the first copy's messages)."""
     settings = redaction if redaction is not None else RedactionSettings()
     seen: set[bytes] = set()
     for rec in records:
@@ -74,7 +78,7 @@ def finish(records: Iterable[Record | Reject], options: ImportOptions,
             on_redacted(findings, items[0].location)
             key = messages_digest(items[0].messages)  # 32 bytes a conversation: the set stays small
             if key in seen:
-                on_duplicate()
+                on_duplicate(items[0].location, key)
                 continue
             seen.add(key)
         yield from items
@@ -94,14 +98,18 @@ class ImportStream:
         self.format_reason = format_reason
         self.encoding = encoding
         self.duplicates = 0
+        self.repeats: list[tuple[str, bytes]] = []
+        """The first REPEATS_KEPT dropped repeats: (location, messages_digest of the copy kept); reset by each pass."""
         self.size = path.stat().st_size
         self.bytes_read = 0  # how far iteration has read the file (for progress bars)
 
-    def _count_duplicate(self) -> None:
+    def _count_duplicate(self, location: str, key: bytes) -> None:
         self.duplicates += 1
+        if len(self.repeats) < REPEATS_KEPT:
+            self.repeats.append((location, key))
 
     def __iter__(self) -> Iterator[Item]:
-        self.duplicates = 0
+        self.duplicates, self.repeats = 0, []
         self.redaction_report = RedactionReport(enabled=self.redaction.enabled)
         last = "the start of the file"
         with _named(self.path), DecodedFile(self.path, self.encoding) as f:

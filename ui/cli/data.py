@@ -53,6 +53,14 @@ def import_(
                                                                   "(options given here go on top)."),
     save_profile: Optional[str] = typer.Option(None, "--save-profile",
                                                help="Save these import options as a named profile for next time."),
+    no_redact: bool = typer.Option(False, "--no-redact", help="Import personal data as it is (recorded on the "
+                                                               "version); by default it is replaced by placeholders."),
+    redact_off: list[str] = typer.Option([], "--redact-off", help="Leave one type of personal data as it is (repeat "
+                                                                  "it): EMAIL, URL, CARD, IBAN, IP, PHONE, ADDRESS, "
+                                                                  "HANDLE, PERSON."),
+    redact_pattern: list[str] = typer.Option([], "--redact-pattern", help="Also redact your own pattern as "
+                                                                          "<LABEL_n> (repeat it), e.g. "
+                                                                          "--redact-pattern 'ORDER=ORD-\\d{6}'."),
     preview: bool = typer.Option(False, "--preview", help="Show the first conversations as read; import nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
@@ -73,14 +81,15 @@ def import_(
         max_messages=s.max_conversation_messages, max_chars=s.max_conversation_chars,
     )
     options = _with_profile(s, options, profile, save_profile, as_json)
+    redaction = _redaction(no_redact, redact_off, redact_pattern, as_json)
     if preview:
-        _preview(file, options, as_json)
+        _preview(file, options, redaction, as_json)
         return
     name = dataset or file.stem
     progress = None if as_json else (lambda n: typer.echo(f"  ... {n} records read", err=True))
     try:
         with connect(s.db_path) as db:
-            report = import_file(db, file, name, options, on_progress=progress)
+            report = import_file(db, file, name, options, on_progress=progress, redaction=redaction)
     except ImportFileError as exc:
         flag = OPTION_FLAGS.get(exc.field or "")
         fail(f"{exc}" + (f" (option: {flag})" if flag and not as_json else ""), 1, as_json=as_json)
@@ -104,7 +113,35 @@ def import_(
         f"imported {report.imported} conversation{'s' if report.imported != 1 else ''} into {report.version}; rejected {report.rejected}; "
         f"dropped {report.duplicates} duplicates in the file and {report.already_in_dataset} already in the dataset"
     )
+    _print_redaction(report.redaction)
     _print_rejects(report)
+
+
+def _redaction(no_redact: bool, off: list[str], patterns: list[str], as_json: bool):
+    """The RedactionSettings the flags ask for (store.redaction's rule); a bad value exits 2 naming its flag."""
+    from store.redaction import RedactionSettings
+
+    try:
+        RedactionSettings.from_options(off=off)
+    except ValueError as exc:
+        fail(f"--redact-off: {exc}", 2, as_json=as_json)
+    try:
+        return RedactionSettings.from_options(redact=not no_redact, off=off, patterns=patterns)
+    except ValueError as exc:
+        fail(f"--redact-pattern: {exc}", 2, as_json=as_json)
+
+
+def _print_redaction(redaction: dict) -> None:
+    """What was redacted, per type, with where (the report holds no values)."""
+    from store.redaction import RedactionReport
+
+    if not redaction:
+        return
+    report = RedactionReport.from_json(redaction)
+    typer.echo(report.summary())
+    for kind, places in report.locations.items():
+        typer.echo(f"  {kind} at {'; '.join(places)}")
+
 
 def _with_profile(s, options, profile: str | None, save_as: str | None, as_json: bool):
     """The options of a saved profile with those given on the command line on top; checks a name to save under."""
@@ -137,13 +174,14 @@ def _save_profile(s, name: str, options, as_json: bool) -> None:
                    f"next time, `tuneloop import FILE --profile {name.strip()}`")
 
 
-def _preview(file: Path, options, as_json: bool) -> None:
-    """The first conversations (and rejects) as the importer reads them; nothing is written."""
+def _preview(file: Path, options, redaction, as_json: bool) -> None:
+    """The first conversations (and rejects) as the importer reads them, redacted as the import would be;
+    nothing is written."""
     from training.importers import Conversation, ImportFileError, Reject, open_import
 
     shown, rejects = [], []
     try:
-        stream = open_import(file, options)
+        stream = open_import(file, options, redaction=redaction)
         for item in stream:
             if isinstance(item, Conversation):
                 shown.append({"location": item.location, "external_id": item.external_id, "messages": item.messages})

@@ -117,7 +117,12 @@ def canary(
     share: float = typer.Option(0.1, "--share", help="Share of the deployment's requests (of its users, when "
                                                      "requests name a `user`) the canary takes, e.g. 0.1."),
     end: bool = typer.Option(False, "--end", help="End the canary: every request goes to the deployment's model."),
-    promote: bool = typer.Option(False, "--promote", help="Make the canary's model the deployment's, and end it."),
+    promote: bool = typer.Option(False, "--promote", help="Make the canary's model the deployment's, and end it; "
+                                                          "through the gate, like `deploy promote`."),
+    eval_run: Optional[int] = typer.Option(None, "--eval", help="With --promote: the eval run the gate reads "
+                                                                "(default: the newest finished one)."),
+    force: Optional[str] = typer.Option(None, "--force", help="With --promote: promote even if the gate refuses; "
+                                                              "the REASON is recorded in the history."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Send a share of a deployment's traffic to a second adapter; show the arms; end it or promote the winner.
@@ -125,11 +130,14 @@ def canary(
     Without ADAPTER, --end or --promote: the arms' requests, thumbs-up and correction rates (95% intervals).
     """
     from serving import canary as c
+    from serving.deployments import GateRefused
 
     s = settings()
     flags = {"--share with ADAPTER": adapter is not None, "--end": end, "--promote": promote}
     if sum(flags.values()) > 1:
         fail(f"choose one of: {', '.join(k for k, v in flags.items() if v)}", 2, as_json=as_json)
+    if (force is not None or eval_run is not None) and not promote:
+        fail("--force and --eval go with --promote", 2, as_json=as_json)
     with connect(s.db_path) as db:
         try:
             if adapter is not None:
@@ -139,14 +147,21 @@ def canary(
                 c.end(db, name)
                 done = f"{name}: canary ended; every request goes to the deployment's model"
             elif promote:
-                figures = c.report(db, name, base_model_name=s.served_base_name)
-                c.promote_canary(db, name, by=login(), base_model_name=s.served_base_name)
-                done = f"{name}: now serves {figures.canary} (promoted from the canary); canary ended"
+                change = c.promote_canary(db, name, by=login(), base_model_name=s.served_base_name,
+                                          force_reason=force, eval_run_id=eval_run)
+                how = "forced past the gate, reason recorded" if change.action == "force" else "passed the gate"
+                done = (f"{name}: now serves {change.to_target or s.served_base_name} (promoted from the canary, "
+                        f"{how}); canary ended")
             else:
                 done = None
             rep = c.report(db, name, base_model_name=s.served_base_name)
         except c.CanaryError as exc:
             fail(str(exc) if exc.field != "share" else f"--share: {exc}", 2, as_json=as_json)
+        except GateRefused as exc:
+            if as_json:
+                emit_json({"error": "refused by the gate", "gate": exc.decision.to_json()})
+                raise typer.Exit(1)
+            fail(str(exc))
         except ValueError as exc:
             fail(str(exc), 2, as_json=as_json)
     if as_json:

@@ -53,14 +53,8 @@ def forget(
         emit_json({"erased": not dry_run, "tombstone": tombstone, "plan": plan.to_json(), "purged": purged})
         return
     typer.echo(("would erase" if dry_run else "erased") + ":")
-    if plan.conversations:
-        typer.echo(f"  {len(plan.conversations)} conversation(s), from {', '.join(plan.versions) or 'no version'}")
-    if plan.eval_items:
-        typer.echo(f"  {len(plan.eval_items)} eval item(s), from {', '.join(plan.eval_sets)}")
-    for place, n in sorted(plan.redactions.items()):
-        typer.echo(f"  {n} {place} value(s) redacted")
-    for f in plan.files:
-        typer.echo(f"  file {f} redacted")
+    for line in plan.lines():
+        typer.echo(f"  {line}")
     if plan.adapters:
         typer.echo("adapters trained on this data (retrain them without it): " + ", ".join(plan.adapters))
     if not dry_run:

@@ -1,8 +1,9 @@
-"""CLI commands for captured /v1 traffic: `tuneloop traffic list|prune`.
+"""CLI commands for captured /v1 traffic: `tuneloop traffic list|prune|judge`.
 
     tuneloop traffic list --deployment support --unrated
     tuneloop traffic prune                  # delete what is past TUNELOOP_CAPTURE_RETENTION_DAYS and unused
     tuneloop traffic prune --days 7 --json
+    tuneloop traffic judge --judge URL=http://gpu-box:8000/v1,MODEL=qwen2.5-32b --limit 200
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from ui.cli.common import emit_json, fail, settings
 from ui.text import short_time
 
 app = typer.Typer()
-traffic_app = typer.Typer(help="Answers the /v1 API gave: list them, delete what retention no longer keeps.",
+traffic_app = typer.Typer(help="Answers the /v1 API gave: list them, have a judge score them, delete what "
+                               "retention no longer keeps.",
                           no_args_is_help=True)
 app.add_typer(traffic_app, name="traffic")
 
@@ -59,3 +61,29 @@ def list_(deployment: Optional[str] = typer.Option(None, "--deployment"),
         rating = r["thumb"] or ("corrected" if r["corrected"] else "-")
         typer.echo(f"{short_time(r['created_at'])} {r['id']} {r['deployment'] or r['model']} -> {r['adapter']} "
                    f"[{r['status']}, {rating}] {r['question'][:60]!r}")
+
+
+@traffic_app.command("judge")
+def judge(judge_spec: str = typer.Option(..., "--judge", help="The judge: URL=...,MODEL=...[,KEY=...] (any "
+                                                              "OpenAI-compatible endpoint, as for `eval run`)."),
+          deployment: Optional[str] = typer.Option(None, "--deployment", help="Only this deployment's answers."),
+          limit: int = typer.Option(100, "--limit", min=1, help="Score at most this many answers (newest first)."),
+          as_json: bool = typer.Option(False, "--json")) -> None:
+    """Have a judge score (0-1) the captured answers nobody rated yet, for the review queue's "Judge score below"."""
+    from serving.evaluation.judge import JudgeClient
+    from serving.traffic_judge import judge_captures
+    from ui.cli.eval import parse_judge
+
+    s = settings()
+    client = JudgeClient(parse_judge(judge_spec))
+    try:
+        report = judge_captures(s.db_path, client.ask, deployment=deployment, limit=limit)
+    finally:
+        client.close()
+    if as_json:
+        emit_json({"scored": report.scored, "unparsable": report.unparsable, "stopped": report.stopped})
+        raise typer.Exit(1 if report.stopped else 0)
+    typer.echo(f"{report.scored} answer(s) scored, {report.unparsable} judge repl(ies) unreadable (left unscored, "
+               "tried again next time)")
+    if report.stopped:
+        fail(f"stopped early: {report.stopped}")

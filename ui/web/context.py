@@ -73,6 +73,15 @@ def current_user(request: gr.Request | None, anonymous_id: str | dict | None) ->
     return user_name(username, ident["id"], ident["name"])
 
 
+def is_admin(ctx: AppContext, request: gr.Request | None) -> bool:
+    """Who may do the admin actions (API keys, erasing a customer's data): without logins (loopback only)
+    whoever opens the app; with logins, the admins only."""
+    if not ctx.settings.login_pairs():
+        return True
+    username = getattr(request, "username", None) if request is not None else None
+    return bool(username) and username in ctx.settings.admin_names()
+
+
 def browser_identity(value: str | dict | None, *, fresh: bool = True) -> dict:
     """The browser identity as {"id", "name"}; a new id when it has none yet (and `fresh`)."""
     ident = dict(value) if isinstance(value, dict) else {"id": value}

@@ -11,9 +11,10 @@ keeps the importer's own sentence as details on demand.
 from __future__ import annotations
 
 import html
-import json
 import re
 from dataclasses import dataclass, field
+
+from training.importers.model import messages_digest
 
 FORMAT_WORDS = {
     "openai": "OpenAI chat format (JSONL, one conversation per line)",
@@ -56,30 +57,38 @@ class FileCount:
     """What reading a whole file found before importing it."""
 
     conversations: int = 0
+    """Conversations in the file, repeats included."""
     rejected: int = 0
     duplicates: list[tuple[str, str]] = field(default_factory=list)
-    """(where the repeat is, where the first copy is), in file order."""
+    """(where the repeat is, where the first copy is), in file order; the first MAX_DUPLICATES_LISTED."""
+    duplicate_count: int = 0
     complete: bool = True
     """False when counting stopped at the preview's limit."""
+    first_seen: dict[bytes, str] = field(default_factory=dict, repr=False)
+    """messages_digest -> location of each conversation kept, to name the first copy of a repeat."""
 
-    def add(self, location: str, messages: list[dict], seen: dict[str, str]) -> None:
-        key = json.dumps(messages, sort_keys=True, ensure_ascii=False)
-        if key in seen:
-            self.duplicates.append((location, seen[key]))
-        else:
-            seen[key] = location
+    def add(self, location: str, messages: list[dict]) -> None:
+        """A conversation the import stream yielded (the importer drops repeats: see `add_repeats`)."""
+        self.first_seen.setdefault(messages_digest(messages), location)
         self.conversations += 1
+
+    def add_repeats(self, count: int, repeats: list[tuple[str, bytes]]) -> None:
+        """The stream's dropped repeats: their `count`, and the first ones as (location, key)
+        (training.importers.ImportStream.repeats)."""
+        self.conversations += count
+        self.duplicate_count += count
+        self.duplicates += [(where, self.first_seen.get(key, "an earlier record"))
+                            for where, key in repeats[:MAX_DUPLICATES_LISTED - len(self.duplicates)]]
 
 
 def count_words(c: FileCount) -> str:
     """'12 conversations (2 duplicates: lines 9-10 repeat lines 1-2; ...), 1 record rejected'."""
     at_least = "" if c.complete else "at least "
     parts = [f"{at_least}{c.conversations:,} conversation{'s' if c.conversations != 1 else ''}"]
-    if c.duplicates:
+    if c.duplicate_count:
         shown = "; ".join(f"{_esc(dup)} repeats {_esc(first)}" for dup, first in c.duplicates[:MAX_DUPLICATES_LISTED])
-        more = f"; and {len(c.duplicates) - MAX_DUPLICATES_LISTED} more" if len(c.duplicates) > MAX_DUPLICATES_LISTED \
-            else ""
-        n = len(c.duplicates)
+        n = c.duplicate_count
+        more = f"; and {n - len(c.duplicates[:MAX_DUPLICATES_LISTED]):,} more" if n > MAX_DUPLICATES_LISTED else ""
         parts[0] += f" ({n} duplicate{'s' if n != 1 else ''}, imported once: {shown}{more})"
     if c.rejected:
         parts.append(f"{c.rejected:,} record{'s' if c.rejected != 1 else ''} that cannot be imported (listed after "

@@ -2,6 +2,9 @@
 
 Each uploaded file is imported on its own (training.ingest.import_file, one transaction per file):
 a file that fails leaves nothing behind, and the others are still imported; the report says which.
+Personal data is redacted on import (store.redaction): the preview highlights what would be replaced,
+the controls under “Personal data” build the same RedactionSettings as the CLI's flags, and admins
+can erase a customer's data everywhere (store.erasure, as `tuneloop forget`).
 
     .venv/bin/python -m pytest tests/test_web_tabs.py -q
 """
@@ -15,7 +18,8 @@ import gradio as gr
 import pandas as pd
 
 from store.datasets import DatasetNotFound, list_datasets, resolve_version, version_conversation_count
-from ui.web.context import AppContext, fail, keeps_form, unexpected
+from store.redaction import TYPE_TITLES, TYPES, RedactionReport
+from ui.web.context import AppContext, fail, is_admin, keeps_form, unexpected
 from ui.text import short_time
 from ui.web.html import conversations_html
 
@@ -102,8 +106,9 @@ def _paths(files) -> list[Path]:
 
 # ------------------------------------------------------------------ handlers
 
-def preview(ctx: AppContext, files, fmt, role_map, csv_columns, labels, separator, *shape):
-    """Detected format and the first conversations of each uploaded file."""
+def preview(ctx: AppContext, files, fmt, role_map, csv_columns, labels, separator, *shape, redaction=None):
+    """Detected format and the first conversations of each uploaded file, redacted as `redaction`
+    (None: the default, every type) would store them."""
     from training.importers import Conversation, ImportFileError, Reject, open_import
 
     paths = _paths(files)
@@ -116,23 +121,25 @@ def preview(ctx: AppContext, files, fmt, role_map, csv_columns, labels, separato
     lines, items = [], []
     for path in paths:
         try:
-            stream = open_import(path, options)
-            counts, seen, shown = FileCount(), {}, 0
+            stream = open_import(path, options, redaction=redaction)
+            counts, shown = FileCount(), 0
             for n, item in enumerate(stream):  # the whole file: its total, and which lines repeat earlier ones
                 if n >= PREVIEW_COUNT_LIMIT:
                     counts.complete = False
                     break
                 if isinstance(item, Conversation):
-                    counts.add(item.location, item.messages, seen)
+                    counts.add(item.location, item.messages)
                     if shown < PREVIEW_CONVERSATIONS:
                         items.append((f"{path.name} · {item.location}", item.messages))
                         shown += 1
                 elif isinstance(item, Reject):
                     counts.rejected += 1
+            counts.add_repeats(stream.duplicates, stream.repeats)  # the importer drops them: it names them here
             close = getattr(stream, "close", None)
             if close:
                 close()
             lines.append(detected_line(path.name, stream.format, stream.format_reason, stream.encoding, counts))
+            lines.append(f"  - {redaction_line(stream.redaction_report, future=True)}")
         except UnknownFormat as exc:
             lines.append(unknown_format_line(path.name, without_name(str(exc), path.name)))
         except ImportFileError as exc:
@@ -145,8 +152,9 @@ def preview(ctx: AppContext, files, fmt, role_map, csv_columns, labels, separato
 
 
 def run_import(ctx: AppContext, files, dataset, fmt, role_map, csv_columns, labels, separator, *shape,
-               progress=gr.Progress()):
-    """Import every file into `dataset`; returns the report, the rejects table and fresh lists."""
+               progress=gr.Progress(), redaction=None):
+    """Import every file into `dataset` (redacted as `redaction`; None: every type); returns the report,
+    the rejects table and fresh lists."""
     from training.importers import ImportFileError
     from training.ingest import NothingToImport, import_file
     from store.datasets import validate_dataset_name
@@ -172,13 +180,14 @@ def run_import(ctx: AppContext, files, dataset, fmt, role_map, csv_columns, labe
 
         try:
             with ctx.db() as db:
-                report = import_file(db, path, dataset, options, on_progress=on_progress)
+                report = import_file(db, path, dataset, options, on_progress=on_progress, redaction=redaction)
             ok += 1
             lines.append(
                 f"- **{esc(path.name)}** ({esc(report.format)}) → **{esc(report.version)}**: "
                 f"{report.imported} imported, {report.rejected} rejected, {report.duplicates} duplicate(s) in the "
                 f"file, {report.already_in_dataset} already in the dataset"
-                + (f", {len(report.warnings)} warning(s)" if report.warnings else ""))
+                + (f", {len(report.warnings)} warning(s)" if report.warnings else "")
+                + f"; {redaction_line(RedactionReport.from_json(report.redaction))}")
         except NothingToImport as exc:
             report = exc.report
             lines.append(f"- **{esc(path.name)}**: nothing imported ({report.rejected} rejected, "
@@ -314,6 +323,108 @@ def remove_conversation(ctx: AppContext, ref: str | None, conv_id, reason: str, 
     return note, table, {**browse_update, "value": str(version)}
 
 
+# ------------------------------------------------------------------ personal data
+
+def redaction_settings(enabled: bool, types, patterns: str):
+    """The RedactionSettings the “Personal data” controls ask for, by the CLI's rule (from_options):
+    the unticked types are off; one LABEL=REGEX per line."""
+    from store.redaction import TYPES, RedactionSettings
+
+    chosen = set(types or [])
+    try:
+        return RedactionSettings.from_options(redact=bool(enabled), off=[t for t in TYPES if t not in chosen],
+                                              patterns=[p.strip() for p in (patterns or "").splitlines() if p.strip()])
+    except ValueError as exc:
+        raise fail(f"Your own patterns: {exc}. Fix it under “Personal data” (one LABEL=REGEX per line).")
+
+
+def redaction_line(report: RedactionReport, *, future: bool = False) -> str:
+    """One file's redaction, by type and count, never the values; `future` words it for the preview."""
+    if not report.enabled:
+        return "personal data is **not** redacted (redaction is off; the version records that)"
+    if not report.counts:
+        return "no personal data found"
+    parts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    verb = "to replace on import" if future else "replaced"
+    return f"personal data {verb}: {parts} (in {report.conversations} conversation(s))"
+
+
+def redaction_highlights(ctx: AppContext, files, fmt, role_map, csv_columns, labels, separator, *shape,
+                         redaction=None) -> list[tuple[str, str | None]]:
+    """The first conversations of each file as they are, with what `redaction` would replace marked by
+    type, for gr.HighlightedText. A file that cannot be read is left out (“Detected” says why)."""
+    from store.redaction import RedactionSettings, highlight_segments
+    from store.redaction import preview as find_personal_data
+    from training.importers import Conversation, ImportFileError, open_import
+
+    paths = _paths(files)
+    if not paths or (redaction is not None and not redaction.enabled):
+        return []
+    redaction = redaction or RedactionSettings()
+    options = build_options(ctx.settings, fmt, role_map, csv_columns, labels, separator, *shape)
+    out: list[tuple[str, str | None]] = []
+    for path in paths:
+        try:
+            stream, shown = open_import(path, options, redaction=RedactionSettings.off()), 0
+            for item in stream:
+                if not isinstance(item, Conversation):
+                    continue
+                found = find_personal_data(item.messages, redaction)
+                out.append((f"{path.name} · {item.location}\n", None))
+                for i, m in enumerate(item.messages):
+                    text = m.get("content") if isinstance(m.get("content"), str) else ""
+                    out += [(f"{m.get('role')}: ", None),
+                            *highlight_segments(text, [f for f in found if f.message == i]), ("\n", None)]
+                shown += 1
+                if shown >= PREVIEW_CONVERSATIONS:
+                    break
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+        except ImportFileError:
+            continue
+    return out
+
+
+FORGET_KINDS = [("E-mail address", "email"), ("Any text (a name, a phone or order number)", "text"),
+                ("Conversation id", "conversation")]
+NOT_ADMIN = "Only the administrators (TUNELOOP_ADMINS) erase a customer's data."
+
+
+def forget_customer(ctx: AppContext, kind: str, value: str, really: bool, *, user: str = "", admin: bool = False):
+    """Find (and with `really`, erase) a customer's data everywhere, as `tuneloop forget`; returns what was
+    (or would be) erased and the adapters to retrain, worded without the value."""
+    from store.erasure import ErasureError, Target, erase, find_erasure
+
+    if not admin:
+        raise fail(NOT_ADMIN)
+    label = {v: k.split(" (")[0] for k, v in FORGET_KINDS}.get(kind)
+    if label is None:
+        raise fail("Choose what to look for: an e-mail address, any text or a conversation id.")
+    try:
+        target = Target(kind, (value or "").strip())
+    except ErasureError as exc:
+        raise fail(f"{label}: {exc}.")
+    with ctx.db() as db:
+        try:
+            plan = find_erasure(db, ctx.settings.data_dir, target)
+        except ErasureError as exc:
+            raise fail(f"{label}: {exc}.")
+        if plan.empty:
+            return "Nothing stored holds it."
+        tombstone, purged = erase(db, ctx.settings.data_dir, plan, by=user) if really else (None, True)
+    lines = "\n".join(f"- {esc(line)}" for line in plan.lines())
+    retrain = (f"\n\n**Adapters trained on this data** (retrain them without it): {esc(', '.join(plan.adapters))}"
+               if plan.adapters else "\n\nNo adapter was trained on it.")
+    if not really:
+        return "**Would erase** (nothing is changed yet):\n\n" + lines + retrain
+    note = ("" if purged else "\n\nThe database is in use, so old pages of its file may still hold the value: run "
+            "`tuneloop forget` with it again once the app is stopped to purge them.")
+    gr.Info("Erased. A tombstone without the value is kept in the lineage.")
+    return (f"**Erased** (tombstone #{tombstone} in the lineage: what, when, by whom; not the value):\n\n"
+            + lines + retrain + note)
+
+
 # ------------------------------------------------------------------ import profiles
 
 def profile_names(ctx: AppContext) -> list[str]:
@@ -405,6 +516,16 @@ def render(ctx: AppContext):
                     profile_name = gr.Textbox(label="Save these options as a profile", placeholder="dialog export",
                                               scale=3, elem_id="data-profile-name")
                     profile_save = gr.Button("Save profile", size="sm", scale=1, elem_id="data-profile-save")
+            with gr.Accordion("Personal data", open=False, elem_id="data-redact-panel"):
+                redact_on = gr.Checkbox(True, label="Replace personal data with placeholders before it is stored "
+                                                    "(recommended; turning it off is recorded on the version)",
+                                        elem_id="data-redact")
+                redact_types = gr.CheckboxGroup([(f"{TYPE_TITLES[t]} ({t})", t) for t in TYPES], value=list(TYPES),
+                                                label="Replace", elem_id="data-redact-types")
+                redact_patterns = gr.Textbox(label="Your own patterns", lines=2, elem_id="data-redact-patterns",
+                                             placeholder="ORDER=ORD-\\d{6}",
+                                             info="One LABEL=REGEX per line (order numbers, account ids): a match "
+                                                  "becomes <LABEL_1>, <LABEL_2>…")
             dataset = gr.Dropdown([], label="Import into dataset", allow_custom_value=True, elem_id="data-dataset",
                                   info="Pick an existing dataset to add a new version, or type a new name.")
             import_btn = gr.Button("Import", variant="primary", elem_id="data-import")
@@ -412,6 +533,8 @@ def render(ctx: AppContext):
             detected = gr.Markdown("Drop one or more conversation log files to see what they hold.",
                                    elem_id="data-detected")
             preview_html = gr.HTML(conversations_html([], ""), elem_classes=["tl-scroll"], label="Preview")
+            highlights = gr.HighlightedText([], label="Personal data found (replaced by placeholders on import)",
+                                            elem_id="data-redact-preview", elem_classes=["tl-scroll"])
     report = gr.Markdown(elem_id="data-report")
     rejects = gr.Dataframe(pd.DataFrame([], columns=REJECT_COLUMNS), label="Rejected records and warnings",
                            wrap=True, max_height=300, interactive=False, elem_id="data-rejects", visible=False,
@@ -444,21 +567,42 @@ def render(ctx: AppContext):
                                        elem_id="data-remove-reason")
             remove_btn = gr.Button("Remove from the newest version", variant="stop", scale=1, elem_id="data-remove")
         remove_note = gr.Markdown(elem_id="data-remove-note")
+    with gr.Accordion("Erase a customer's data (admins)", open=False, elem_id="data-forget-panel"):
+        gr.Markdown("Finds a customer's data in every stored place (conversations in every dataset version, "
+                    "ratings, chats, captured traffic, eval sets, files) and deletes or redacts it, as "
+                    "`tuneloop forget` does. Versions keep all their other rows; a tombstone (what, when, by whom, "
+                    "never the value) stays in the lineage.")
+        with gr.Row(equal_height=True):
+            forget_kind = gr.Radio(FORGET_KINDS, value="email", label="Find by", scale=3, elem_id="data-forget-kind")
+            forget_value = gr.Textbox(label="Value", scale=2, elem_id="data-forget-value")
+        with gr.Row():
+            forget_find = gr.Button("Find it (changes nothing)", elem_id="data-forget-find")
+            forget_erase = gr.Button("Erase it everywhere", variant="stop", elem_id="data-forget-erase")
+        forget_note = gr.Markdown(elem_id="data-forget-note")
 
     opts = [fmt, role_map, csv_columns, labels, separator, reply_columns, agents, orphans, json_map]
-    files.change(lambda *a: preview(ctx, *a), [files, *opts], [detected, preview_html], api_name="preview_files")
-    for option in opts:  # a changed option shows its effect on the preview at once
-        (option.change if option is fmt or option is orphans else option.blur)(
-            lambda *a: preview(ctx, *a), [files, *opts], [detected, preview_html], show_progress="hidden")
+    redact = [redact_on, redact_types, redact_patterns]
+
+    def show(*a):  # files, *opts, *redact
+        redaction = redaction_settings(*a[-3:])
+        return (*preview(ctx, *a[:-3], redaction=redaction), redaction_highlights(ctx, *a[:-3], redaction=redaction))
+
+    shown = [detected, preview_html, highlights]
+    files.change(show, [files, *opts, *redact], shown, api_name="preview_files")
+    for option in opts + redact:  # a changed option shows its effect on the preview at once
+        (option.blur if option in (role_map, csv_columns, labels, separator, reply_columns, agents, json_map,
+                                   redact_patterns) else option.change)(
+            show, [files, *opts, *redact], shown, show_progress="hidden")
     profile.input(lambda n: load_profile(ctx, n), [profile], opts, show_progress="hidden").then(
-        lambda *a: preview(ctx, *a), [files, *opts], [detected, preview_html], show_progress="hidden")
+        show, [files, *opts, *redact], shown, show_progress="hidden")
     profile_save.click(lambda n, *a: save_profile(ctx, n, *a), [profile_name, *opts], [profile],
                        show_progress="hidden")
     @keeps_form(5, title="Not imported")
-    def import_clicked(*a, progress=gr.Progress()):
-        return run_import(ctx, *a, progress=progress)
+    def import_clicked(*a, progress=gr.Progress()):  # files, dataset, *opts, *redact
+        return run_import(ctx, *a[:-3], progress=progress, redaction=redaction_settings(*a[-3:]))
 
-    import_btn.click(import_clicked, [files, dataset, *opts], [report, rejects, datasets_table, dataset, version],
+    import_btn.click(import_clicked, [files, dataset, *opts, *redact],
+                     [report, rejects, datasets_table, dataset, version],
                      api_name="import_files", concurrency_limit=2)
     lists = lambda: refresh_lists(ctx)  # noqa: E731
     refresh_btn.click(lists, None, [datasets_table, dataset, version], show_progress="hidden")
@@ -476,6 +620,18 @@ def render(ctx: AppContext):
         return remove_conversation(ctx, ref, conv_id, reason, getattr(request, "username", None) or "")
 
     remove_btn.click(remove, [version, remove_id, remove_reason], [remove_note, datasets_table, version])
+
+    def find_customer(kind, value, request: gr.Request):
+        return forget_customer(ctx, kind, value, False, admin=is_admin(ctx, request))
+
+    def erase_customer(kind, value, request: gr.Request):
+        note = forget_customer(ctx, kind, value, True, user=getattr(request, "username", None) or "",
+                               admin=is_admin(ctx, request))
+        return note, "", *refresh_lists(ctx)  # the value leaves the page once it is erased
+
+    forget_find.click(find_customer, [forget_kind, forget_value], [forget_note], api_visibility="private")
+    forget_erase.click(erase_customer, [forget_kind, forget_value],
+                       [forget_note, forget_value, datasets_table, dataset, version], api_visibility="private")
 
     def on_load():
         return (*refresh_lists(ctx), gr.update(choices=profile_names(ctx)))

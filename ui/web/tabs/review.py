@@ -22,7 +22,7 @@ from store import api_keys, ratings, traffic
 from store.adapters import list_adapters
 from store.evaluations import NewEvalItem, create_eval_set_version, list_eval_sets
 from ui.text import short_time
-from ui.web.context import AppContext, current_user, fail
+from ui.web.context import AppContext, current_user, fail, is_admin
 from ui.web.html import conversation_html
 
 SHOW = ("Waiting (unrated)", "Rated", "Thumbs down", "All")
@@ -114,6 +114,8 @@ def detail_html(capture: dict | None, position: str = "") -> str:
         facts.append("metadata " + json.dumps(capture["metadata"], ensure_ascii=False)[:200])
     if capture.get("latency_ms") is not None:
         facts.append(f"{capture['latency_ms']:.0f} ms")
+    if capture.get("judge_score") is not None:
+        facts.append(f"judge score {capture['judge_score']:.2f}")
     if capture.get("completion_tokens") is not None:
         facts.append(f"{capture['completion_tokens']} tokens")
     if capture["status"] == "partial":
@@ -140,8 +142,8 @@ def render(ctx: AppContext, anon_id):
         with gr.Row():
             since = gr.Textbox(label="From (YYYY-MM-DD)", elem_id="rv-since", scale=1)
             until = gr.Textbox(label="To (YYYY-MM-DD)", elem_id="rv-until", scale=1)
-            judge = gr.Textbox(label="Judge score below (0-1, when a judge scored answers)", elem_id="rv-judge",
-                               scale=1)
+            judge = gr.Textbox(label="Judge score below (0-1; scored by `tuneloop traffic judge`)",
+                               elem_id="rv-judge", scale=1)
             text = gr.Textbox(label="Search questions and answers", elem_id="rv-search", scale=2)
             apply_btn = gr.Button("Filter", elem_id="rv-filter", scale=0, min_width=100)
         table = gr.Dataframe(rows_table([]), interactive=False, wrap=True, max_height=280, elem_id="rv-table",
@@ -286,17 +288,21 @@ def arm_rows(report) -> pd.DataFrame:
 
 def _render_canary(ctx: AppContext):
     from serving import canary as c
+    from serving.deployments import GateRefused
     from store.deployments import list_deployments
 
     with gr.Accordion("Canary: try a second adapter on a share of a deployment's traffic", open=False,
                       elem_id="rv-canary"):
         gr.Markdown("A canary sends a share of a deployment's requests to another adapter (the same customer, by "
                     "the request's `user`, always gets the same one). Compare the arms below, then promote the "
-                    "canary's adapter or end the canary.", elem_classes=["tl-hint"])
+                    "canary's adapter (through the same evaluation gate as the Evaluate tab's promotion) or end the "
+                    "canary.", elem_classes=["tl-hint"])
         with gr.Row():
             dep = gr.Dropdown([], label="Deployment", elem_id="cn-deployment")
             model = gr.Dropdown([], label="Canary adapter", elem_id="cn-adapter", allow_custom_value=True)
             share = gr.Number(value=0.1, label="Share (0-1)", elem_id="cn-share", minimum=0, maximum=1)
+            reason = gr.Textbox(label="Force reason (only to promote past a refusing gate; recorded)",
+                                elem_id="cn-force-reason")
         with gr.Row():
             start_btn = gr.Button("Start canary", elem_id="cn-start", size="sm")
             promote_btn = gr.Button("Promote canary", elem_id="cn-promote", size="sm", variant="primary")
@@ -322,7 +328,7 @@ def _render_canary(ctx: AppContext):
 
     outs = [dep, model, state, arms]
 
-    def act(action, name, adapter_name, share_value, request: gr.Request):
+    def act(action, name, adapter_name, share_value, request: gr.Request, force_reason: str = ""):
         if not name:
             raise fail("Deployment: pick one")
         by = getattr(request, "username", None) or ""
@@ -335,7 +341,15 @@ def _render_canary(ctx: AppContext):
                 elif action == "end":
                     c.end(db, name)
                 else:
-                    c.promote_canary(db, name, by=by, base_model_name=ctx.base_model)
+                    change = c.promote_canary(db, name, by=by, base_model_name=ctx.base_model,
+                                              force_reason=(force_reason or "").strip() or None)
+                    gr.Info(f"{name} now answers with {change.to_target or ctx.base_model}"
+                            + (" (forced past the gate, reason recorded)." if change.action == "force" else "."))
+        except GateRefused as exc:
+            rules = "; ".join(r.message for r in exc.decision.failing)
+            raise fail(f"Not promoted: the gate refused it: {html.escape(rules)}. Evaluate it against the "
+                       "deployment's adapter (Evaluate tab), or write a “Force reason” and press “Promote "
+                       "canary” again to overrule the gate (the reason is recorded).") from None
         except c.CanaryError as exc:
             label = {"share": "Share", "adapter": "Canary adapter"}.get(exc.field, "Deployment")
             raise fail(f"{label}: {exc}") from None
@@ -350,11 +364,12 @@ def _render_canary(ctx: AppContext):
     def end(n, m, s, request: gr.Request):
         return act("end", n, m, s, request)
 
-    def promote(n, m, s, request: gr.Request):
-        return act("promote", n, m, s, request)
+    def promote(n, m, s, why, request: gr.Request):
+        return act("promote", n, m, s, request, force_reason=why)
 
-    for button, fn in ((start_btn, start), (end_btn, end), (promote_btn, promote)):
-        button.click(fn, [dep, model, share], outs, api_name=f"canary_{fn.__name__}")
+    for button, fn, inputs in ((start_btn, start, [dep, model, share]), (end_btn, end, [dep, model, share]),
+                               (promote_btn, promote, [dep, model, share, reason])):
+        button.click(fn, inputs, outs, api_name=f"canary_{fn.__name__}")
 
     def refresh():
         return show(None)
@@ -364,14 +379,6 @@ def _render_canary(ctx: AppContext):
 
 
 # ------------------------------------------------------------------ API keys
-
-def is_admin(ctx: AppContext, request: gr.Request | None) -> bool:
-    """Without logins (loopback only) whoever opens the app manages keys; with logins, the admins only."""
-    if not ctx.settings.login_pairs():
-        return True
-    username = getattr(request, "username", None) if request is not None else None
-    return bool(username) and username in ctx.settings.admin_names()
-
 
 def key_rows(rows: list[dict]) -> pd.DataFrame:
     data = [[k["name"] + (" (TUNELOOP_API_KEY)" if k["source"] == "env" else ""),
