@@ -212,8 +212,8 @@ def create_api_router(settings: Settings, *, upstream_url: str | None = None, up
             if routed not in names:  # the canary's adapter was archived meanwhile
                 routed, arm = resolved, "main"
             resolved = body["model"] = routed
-        # What the client left unset comes from the model's generation defaults (the chat tabs' too).
-        body = fill_request(body, traffic.read(defaults_for, body["model"]))
+        # What the client left unset comes from the model's (and deployment's) generation defaults.
+        body = fill_request(body, traffic.read(defaults_for, body["model"], deployment=deployment))
         # Which model answered a deployment name (the body's "model" field names it too).
         extra_headers = {"X-Tuneloop-Model": resolved} if resolved else {}
         return await traffic.forward(request, body, asked=asked, deployment=deployment, arm=arm,

@@ -69,6 +69,7 @@ class CaptureWriter:
         self._last_prune = time.monotonic()
         self.written = 0
         self.failed = 0
+        self.unredactable = 0
 
     # ------------------------------------------------------------ the request side
 
@@ -144,11 +145,20 @@ class CaptureWriter:
         while self._queue or self._usage:
             with self._idle:
                 self._busy = True
+            rows = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+            with self._usage_lock:
+                usage, self._usage = {k: tuple(v) for k, v in self._usage.items()}, {}
             try:
-                rows = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
-                with self._usage_lock:
-                    usage, self._usage = {k: tuple(v) for k, v in self._usage.items()}, {}
                 self._write(rows, usage)
+            except BaseException:
+                # Nothing is dropped for an error: the batch and the counts go back for the next try.
+                self._queue.extendleft(reversed(rows))
+                with self._usage_lock:
+                    for key, (n, last) in usage.items():
+                        slot = self._usage.setdefault(key, [0, ""])
+                        slot[0] += n
+                        slot[1] = max(slot[1], last)
+                raise
             finally:
                 with self._idle:
                     self._busy = False
@@ -157,7 +167,7 @@ class CaptureWriter:
     def _write(self, rows: list[dict], usage: dict) -> None:
         """Store one batch, retrying while the database is busy; rows are never dropped for that."""
         if self.redact is not None:
-            rows = [self.redact(r) for r in rows]
+            rows = [self._redacted(r) for r in rows]
         while True:
             try:
                 with connect(self.db_path) as db:
@@ -172,6 +182,18 @@ class CaptureWriter:
                     raise
                 log.warning("capture: database busy, %d completion(s) wait", len(rows) + len(self._queue))
                 time.sleep(BUSY_RETRY_S)
+
+    def _redacted(self, row: dict) -> dict:
+        """The row through the redaction hook. A row it cannot redact keeps its figures and ids but not its
+        text: storing the text unredacted is never the fallback, and one bad row must not stall the queue."""
+        try:
+            return self.redact(row)
+        except Exception as exc:  # noqa: BLE001 - any failure of the engine on this row
+            self.unredactable += 1
+            log.error("capture: completion %s could not be redacted (%s); stored without its text", row.get("id"),
+                      exc.__class__.__name__)
+            return {**row, "messages": [], "answer": "", "metadata": {}, "user": None,
+                    "error": "redaction failed: the text was not stored"}
 
     def _write_one_by_one(self, db, rows: list[dict]) -> None:
         for row in rows:

@@ -22,7 +22,7 @@ from serving.evaluation.summary import EvalSummary
 from store import deployments as dstore
 from store import evaluations as ev
 from store.adapters import AdapterNotFound, get_adapter
-from store.runs import RunNotFound, get_run
+from store.runs import heldout_loss_change
 
 
 class DeploymentError(ValueError):
@@ -33,11 +33,16 @@ class GateRefused(DeploymentError):
     """The gate refused the promotion; `decision.failing` holds the rules and figures."""
 
     def __init__(self, decision: GateDecision, candidate: str, baseline: str, deployment: str):
-        self.decision = decision
+        self.decision, self.candidate, self.baseline, self.deployment = decision, candidate, baseline, deployment
         lines = [f"promotion of {candidate} to {deployment!r} refused by the gate (against {baseline}):"]
         lines += [f"  - {r.message}" for r in decision.failing]
-        lines.append("fix the candidate, or force it with a reason (--force REASON), which is recorded")
+        lines.append("fix the candidate, or force it with a reason, which is recorded")
         super().__init__("\n".join(lines))
+
+    @property
+    def unevaluated(self) -> bool:
+        """Refused because no finished evaluation of the pair exists (each door says how to run one)."""
+        return any(r.name == "evaluation" for r in self.decision.failing)
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ def gate_for(db, candidate: str, baseline: str, *, rules: GateRules, eval_run_id
         run = ev.latest_done_run(db, candidate, baseline)
     if run is None or not run["summary"]:
         missing = RuleResult("evaluation", False, {}, f"no finished evaluation of {candidate} against {baseline}: "
-                                                      f"run `tuneloop eval run {candidate} --against {baseline}`")
+                                                      "evaluate them first")
         return GateDecision(False, [missing]), None
     summary = EvalSummary.from_json(run["summary"])
     cand_loss, base_loss = heldout_losses(db, candidate, baseline)
@@ -94,14 +99,12 @@ def heldout_losses(db, candidate: str, baseline: str) -> tuple[float | None, flo
     parent = get_adapter(db, adapter["parent_id"])["name"] if adapter.get("parent_id") else None
     if adapter.get("run_id") is None:
         return None, None
-    try:
-        metrics = get_run(db, adapter["run_id"]).get("metrics") or {}
-    except RunNotFound:
-        return None, None
+    change = heldout_loss_change(db, adapter["run_id"])
     is_parent = baseline == parent or (parent is None and baseline != candidate and _is_base(db, baseline))
-    if not is_parent or metrics.get("eval_loss") is None or metrics.get("eval_loss_start") is None:
+    if not is_parent or change is None:
         return None, None
-    return float(metrics["eval_loss"]), float(metrics["eval_loss_start"])
+    start, end = change
+    return end, start
 
 
 def _is_base(db, name: str) -> bool:

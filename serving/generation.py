@@ -3,8 +3,9 @@ gets them when it does not say.
 
 One rule for both doors: the chat tabs start from a model's defaults when it is picked, and the /v1 API
 fills in whatever a client left out, so an adapter answers the same in the app and over the API (the API
-used to fall back to vLLM's temperature 1.0 while the app used 0.7). Stored per model by
-store.generation_defaults; unset fields fall back to `APP_DEFAULTS`.
+used to fall back to vLLM's temperature 1.0 while the app used 0.7). Stored per model (or deployment) name by
+store.generation_defaults; a deployment's fields go over its model's, and unset fields fall back to
+`APP_DEFAULTS`.
 
     .venv/bin/python -m pytest tests/test_generation_defaults.py -q
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
-from store.generation_defaults import get_defaults, set_defaults
+from store.generation_defaults import FIELDS, get_defaults, set_defaults
 
 MAX_TOKENS_LIMIT = 32_768
 MAX_SYSTEM_PROMPT_CHARS = 8_000
@@ -58,11 +59,15 @@ def check(*, temperature: float | None = None, max_tokens: int | None = None,
                                                       f"{MAX_SYSTEM_PROMPT_CHARS:,}")
 
 
-def defaults_for(db: Database, model: str | None) -> GenerationDefaults:
-    """The model's stored defaults, the app's where a field is unset."""
-    stored = get_defaults(db, model) if model else {}
-    return GenerationDefaults(**{k: (v if v is not None else getattr(APP_DEFAULTS, k))
-                                 for k, v in stored.items()})
+def defaults_for(db: Database, model: str | None, *, deployment: str | None = None) -> GenerationDefaults:
+    """The model's stored defaults, the app's where a field is unset. A request made to a `deployment` takes the
+    fields stored for the deployment's name over its model's (a deployment's bot may need its own system prompt,
+    whichever adapter it points at, a canary's included)."""
+    merged = dict.fromkeys(FIELDS)
+    for name in (model, deployment):
+        if name:
+            merged.update({k: v for k, v in get_defaults(db, name).items() if v is not None})
+    return GenerationDefaults(**{k: (v if v is not None else getattr(APP_DEFAULTS, k)) for k, v in merged.items()})
 
 
 def store_defaults(db: Database, model: str, *, by: str = "", **values) -> GenerationDefaults:

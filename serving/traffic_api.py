@@ -35,7 +35,8 @@ from serving.completion_stream import StreamReader, rewrite_completion
 from store.api_keys import find_key, has_keys, sync_env_key
 from store.canaries import traffic_configs
 from store.db import connect, now, open_shared
-from store.ratings import MAX_CORRECTION_CHARS, InvalidRating, rate_message
+from store.ratings import MAX_CORRECTION_CHARS, InvalidRating, rate_message, redact_correction
+from store.redaction import RedactionSettings
 from store.settings import Settings
 from store.traffic import CompletionNotFound, as_chat_message, get_capture, record_feedback
 
@@ -93,34 +94,34 @@ def redactor(settings: Settings) -> Callable[[dict], dict] | None:
         return None
 
     def redact(row: dict) -> dict:
-        from store.redaction import RedactionSettings, redact_conversation
+        from store.redaction import Placeholders, redact_conversation, redact_value
 
+        settings, names = RedactionSettings(), Placeholders()
         messages = list(row.get("messages") or [])
         redacted, _ = redact_conversation(messages + [{"role": "assistant", "content": row.get("answer") or ""}],
-                                          RedactionSettings())
-        return {**row, "messages": redacted[:-1], "answer": redacted[-1]["content"]}
+                                          settings, placeholders=names)
+        # The caller's own fields (a `user` that is an e-mail address, a ticket's subject in `metadata`) are
+        # stored too: same engine, same numbering as the conversation.
+        extra, _ = redact_value({"user": row.get("user"), "metadata": row.get("metadata")}, settings, names)
+        return {**row, "messages": redacted[:-1], "answer": redacted[-1]["content"], **extra}
 
     return redact
 
 
 def _redaction(settings: Settings | None):
     """The settings stored feedback is redacted with: the imports' defaults, or none when `capture_redact` is off."""
-    from store.redaction import RedactionSettings
-
     return RedactionSettings.off() if settings is not None and not settings.capture_redact else RedactionSettings()
 
 
 def redact_feedback(settings: Settings, fb: dict) -> dict:
-    """The feedback's free texts (correction, comment) through the same engine as captured traffic."""
-    if not getattr(settings, "capture_redact", True):
+    """The feedback's comment through the same engine as captured traffic. The correction is redacted where it
+    is stored (store.ratings.rate_message, as the last turn of its conversation), so its placeholders match
+    those the conversation already gives: redacting it here first would number them afresh."""
+    if not getattr(settings, "capture_redact", True) or not fb.get("comment"):
         return fb
-    from store.redaction import RedactionSettings, redact_text
+    from store.redaction import redact_text
 
-    out = dict(fb)
-    for field in ("correction", "comment"):
-        if out.get(field):
-            out[field] = redact_text(out[field], RedactionSettings())[0]
-    return out
+    return {**fb, "comment": redact_text(fb["comment"], RedactionSettings())[0]}
 
 
 class CapturedStream(StreamingResponse):
@@ -361,12 +362,15 @@ def store_feedback(db_path, fb: dict, *, api_key: str, settings: Settings | None
         if fb["thumb"]:
             ratings.append({"id": rate_message(db, kind="thumb", message_id=message_id, value=fb["thumb"], user=user),
                             "kind": "thumb", "value": fb["thumb"]})
-        if fb["correction"]:
-            rid = rate_message(db, kind="correction", message_id=message_id, value=fb["correction"], user=user,
-                               redaction=_redaction(settings))
-            ratings.append({"id": rid, "kind": "correction", "value": fb["correction"].strip()})
+        correction = fb["correction"]
+        if correction:
+            # Redacted once, as the last turn of its conversation; the rating and the feedback row keep that text.
+            correction = redact_correction(db, message_id, correction.strip(), _redaction(settings))
+            rid = rate_message(db, kind="correction", message_id=message_id, value=correction, user=user,
+                               redaction=RedactionSettings.off())
+            ratings.append({"id": rid, "kind": "correction", "value": correction})
         feedback_id = record_feedback(db, fb["completion_id"], rater=user, api_key=api_key, thumb=fb["thumb"],
-                                      score=fb["score"], correction=fb["correction"], comment=fb["comment"],
+                                      score=fb["score"], correction=correction, comment=fb["comment"],
                                       rating_ids=[r["id"] for r in ratings])
     return {"object": "feedback", "id": feedback_id, "completion_id": fb["completion_id"], "rater": user,
             "ratings": ratings}

@@ -275,12 +275,14 @@ def purge(db: Database) -> bool:
     import sqlite3
 
     try:
-        db.execute("pragma wal_checkpoint(TRUNCATE)")
+        # wal_checkpoint answers (busy, log pages, checkpointed pages) rather than raising: busy = 1 means a
+        # reader kept old frames, which may still hold erased bytes.
+        if db.execute("pragma wal_checkpoint(TRUNCATE)").fetchone()[0]:
+            return False
         db.execute("vacuum")
-        db.execute("pragma wal_checkpoint(TRUNCATE)")
+        return not db.execute("pragma wal_checkpoint(TRUNCATE)").fetchone()[0]
     except sqlite3.OperationalError:
         return False
-    return True
 
 
 def tombstones(db: Database, *, version: str | None = None) -> list[dict]:

@@ -73,7 +73,7 @@ def rate_message(db: Database, *, kind: str, message_id: int, value: str, user: 
             raise InvalidRating("the correction is empty: type the answer the model should have given")
         if len(value) > MAX_CORRECTION_CHARS:
             raise InvalidRating(f"the correction is longer than {MAX_CORRECTION_CHARS} characters")
-        value = _redacted_correction(db, message_id, value, redaction)
+        value = redact_correction(db, message_id, value, redaction)
     else:
         raise InvalidRating(f"unknown rating kind {kind!r}")
     with write_transaction(db):
@@ -87,7 +87,7 @@ def rate_message(db: Database, *, kind: str, message_id: int, value: str, user: 
         })
 
 
-def _redacted_correction(db: Database, message_id: int, value: str, redaction: RedactionSettings) -> str:
+def redact_correction(db: Database, message_id: int, value: str, redaction: RedactionSettings = DEFAULT) -> str:
     """The correction redacted as the last turn of its conversation: an address the conversation already
     holds gets the placeholder it would get there, and placeholders already in it are never reused.
     Done before the write transaction, since the first use of the engine takes seconds to build it."""

@@ -178,6 +178,22 @@ def requeue(db: Database, run_id: int) -> None:
                    [run_id])
 
 
+# The keys of a run's stored metrics that other rooms read (training.results.RunMetrics writes them;
+# tests/test_architecture.py checks each is one of its fields, so a rename fails there, not as a blank).
+HELD_OUT_LOSS_START, HELD_OUT_LOSS_END = "eval_loss_start", "eval_loss"
+
+
+def heldout_loss_change(db: Database, run_id: int) -> tuple[float, float] | None:
+    """(held-out loss before the run's first step, at its end), both on the run's own held-out split; None when
+    the run is unknown or did not measure both."""
+    try:
+        metrics = get_run(db, run_id)["metrics"]
+    except RunNotFound:
+        return None
+    start, end = metrics.get(HELD_OUT_LOSS_START), metrics.get(HELD_OUT_LOSS_END)
+    return None if start is None or end is None else (float(start), float(end))
+
+
 def pending_adapter_names(db: Database) -> set[str]:
     """Adapter names chosen by queued or running runs (so a new run does not pick the same)."""
     return {r[0] for r in db.execute("select name from runs where status in ('queued', 'running') and name != ''")

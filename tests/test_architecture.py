@@ -125,3 +125,16 @@ def test_method_and_format_names_have_one_home():
             if re.search(r'"sft", "kto", "dpo"|"openai", "sharegpt", "alpaca"', text):
                 spelled.append(str(path.relative_to(ROOT)))
     assert not spelled
+
+
+def test_run_metric_keys_read_outside_training_are_fields_of_the_typed_result():
+    """store/ and serving/ cannot import training.results, so the keys they read are named once in store/ and
+    checked here against the dataclass that writes them."""
+    from dataclasses import fields
+
+    from store.lineage import KEY_METRICS
+    from store.runs import HELD_OUT_LOSS_END, HELD_OUT_LOSS_START
+    from training.results import RunMetrics
+
+    names = {f.name for f in fields(RunMetrics)}
+    assert {HELD_OUT_LOSS_START, HELD_OUT_LOSS_END, *KEY_METRICS} <= names

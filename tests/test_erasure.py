@@ -140,3 +140,23 @@ def test_json_escaped_and_case_variants_are_found():
 def test_a_plan_finds_nothing_when_nothing_holds_it(settings):
     with connect(settings.db_path) as db:
         assert find_erasure(db, settings.data_dir, Target("email", "nobody@example.org")).empty
+
+
+def test_purge_says_when_a_reader_keeps_old_pages(tmp_path):
+    from store.db import open_db
+    from store.erasure import purge
+
+    path = tmp_path / "t.db"
+    with connect(path) as db:
+        db.execute("create table t (x text)")
+        db.execute("insert into t values ('secret')")
+        db.conn.commit()
+        reader = open_db(path)
+        reader.conn.execute("begin")
+        reader.conn.execute("select count(*) from t").fetchone()  # a snapshot: its frames stay in the WAL
+        db.execute("update t set x = 'gone'")
+        db.conn.commit()
+        assert purge(db) is False
+        reader.conn.rollback()
+        reader.close()
+        assert purge(db) is True

@@ -236,7 +236,8 @@ def test_a_worse_adapter_is_refused_with_figures_and_can_be_forced_with_a_reason
     failing = {r.name: r for r in exc.value.decision.failing}
     assert set(failing) == {"judge_win_rate", "check:rule"}
     assert failing["check:rule"].figures["candidate"] == pytest.approx(0.2)
-    assert "check:rule" in str(exc.value) and "--force" in str(exc.value)
+    assert "check:rule" in str(exc.value) and "force it with a reason" in str(exc.value)
+    assert "--force" not in str(exc.value) and not exc.value.unevaluated  # flags are the CLI's words (ui.cli.deploy)
     assert resolve_model(db, "support", BASE) == "good"
     with pytest.raises(DeploymentError, match="needs a reason"):
         promote(db, "bad", to="support", by="ana", base_model_name=BASE, force_reason="  ")

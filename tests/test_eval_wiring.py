@@ -154,6 +154,9 @@ def test_cli_deploy_refuses_without_an_eval_and_forces_with_a_recorded_reason(se
         adapter(db, "support-v1")
     refused = CliRunner().invoke(app, ["deploy", "promote", "support-v1", "--to", "support"])
     assert refused.exit_code != 0 and "support-v1" in refused.output
+    # The CLI says, in its own flags, how to get past the gate.
+    assert "evaluate: tuneloop eval run support-v1 --against smollm2-135m-instruct" in refused.output
+    assert "force: add --force REASON" in refused.output
     forced = cli("deploy", "promote", "support-v1", "--to", "support", "--force", "first deployment")
     assert forced.exit_code == 0 and "support: smollm2-135m-instruct -> support-v1 (force)" in forced.output
     listed = cli("deploy", "list")

@@ -22,6 +22,7 @@ from training.feedback_round import (
     FeedbackRefused, NoNewRatings, build_round, current_adapter, parse_since, replay_pool, trained_versions,
 )
 from training.importers.model import messages_hash
+from ui.cli.feedback import next_command, train_command  # the CLI words the next step
 from training.ingest import import_file
 
 BASE_PATH = "/models/base"  # served (and rated) as "base"
@@ -124,8 +125,8 @@ def test_build_writes_the_version_with_its_counts_and_a_snapshot_of_each_rating(
 
     out = rb.to_json()
     assert out["version"] == "feedback@1" and out["counts"]["sft"] == 4 and out["counts"]["kto_undesirable"] == 4
-    assert out["next_command"] == "tuneloop feedback train --version feedback@1"
-    assert out["train_command"] == "tuneloop train --dataset feedback@1 --from-adapter support-v1 --method sft+kto"
+    assert next_command(rb) == "tuneloop feedback train --version feedback@1"
+    assert train_command(rb) == "tuneloop train --dataset feedback@1 --from-adapter support-v1 --method sft+kto"
     json.dumps(out)  # JSON-able as it is
 
 
@@ -169,7 +170,7 @@ def test_since_all_an_iso_time_and_a_bad_value(db, world):
     build_round(db)
     again = build_round(db, since="all", dry_run=True)
     assert again.build.report["ratings"] == 9 and again.since is None and again.previous is None
-    assert "--since all" in again.next_command
+    assert "--since all" in next_command(again)
     assert build_round(db, since="2000-01-01", dry_run=True).since == "2000-01-01T00:00:00.000+00:00"
     with pytest.raises(NoNewRatings, match=r"no ratings since 2099-01-01 00:00 UTC; .*from an earlier date"):
         build_round(db, since="2099-01-01")
@@ -227,8 +228,8 @@ def test_dry_run_writes_nothing(db, world):
     before = counts(db)
     rb = build_round(db, dry_run=True)
     assert rb.version is None and rb.dry_run and rb.build.rating_ids
-    assert rb.next_command == "tuneloop feedback build --method sft+kto --from-adapter support-v1"
-    assert rb.train_command is None
+    assert next_command(rb) == "tuneloop feedback build --method sft+kto --from-adapter support-v1"
+    assert train_command(rb) is None
     assert counts(db) == before
 
 

@@ -29,6 +29,15 @@ def test_unset_fields_fall_back_to_the_apps_and_none_clears_one(db):
     assert info.value.field == "temperature"
 
 
+def test_a_deployments_own_fields_go_over_its_models(db):
+    store_defaults(db, "support-v1", temperature=0.2, max_tokens=300)
+    store_defaults(db, "support", system_prompt="You are ACME support.", temperature=0.0)
+    assert defaults_for(db, "support-v1", deployment="support") == GenerationDefaults(0.0, 300,
+                                                                                       "You are ACME support.")
+    assert defaults_for(db, "support-v1") == GenerationDefaults(0.2, 300, "")  # the adapter alone keeps its own
+    assert defaults_for(db, "support-v2", deployment="support").max_tokens == APP_DEFAULTS.max_tokens
+
+
 def test_a_request_gets_only_what_its_client_left_out():
     d = GenerationDefaults(0.3, 99, "Be brief.")
     body = fill_request({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, d)
@@ -64,6 +73,30 @@ def test_the_api_answers_with_the_adapters_defaults(tmp_path):
     assert sent["messages"][0]["role"] == "user"
 
 
+def test_a_request_to_a_deployment_gets_the_deployments_defaults_over_its_adapters(tmp_path):
+    from store.deployments import change_target
+
+    s = make_settings(tmp_path / "data", fake_base_model(tmp_path / "models"), api_key=KEY)
+    path = fake_adapter(tmp_path / "support-v1", s.base_model_path)
+    with connect(s.db_path) as db:
+        register_adapter(db, name="support-v1", family="support", version=1, base_model=s.base_model_path,
+                         path=str(path), rank=8, run_id=None, dataset_version_id=None, parent_id=None)
+        change_target(db, "support", "support-v1", action="force", by="t")
+        store_defaults(db, "support-v1", temperature=0.7, max_tokens=200)
+        store_defaults(db, "support", system_prompt="You are ACME's bot.")
+    with FakeVllm(free_port()) as upstream, TestClient(create_api(s, upstream_url=upstream.url)) as client:
+        upstream.adapters["support-v1"] = str(path)
+        for model in ("support", "support-v1"):
+            r = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                            json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200, r.text
+        by_deployment, by_adapter = [b for m, p, b in upstream.requests if p == "/v1/chat/completions"][-2:]
+    assert by_deployment["model"] == "support-v1" and (by_deployment["temperature"], by_deployment["max_tokens"]) \
+        == (0.7, 200)
+    assert by_deployment["messages"][0] == {"role": "system", "content": "You are ACME's bot."}
+    assert by_adapter["messages"][0]["role"] == "user"  # asked by the adapter's own name: no deployment prompt
+
+
 def test_cli_sets_and_shows_an_adapters_defaults(tmp_path, data_dir, monkeypatch):
     from store.settings import Settings
     from ui.cli import app
@@ -82,5 +115,12 @@ def test_cli_sets_and_shows_an_adapters_defaults(tmp_path, data_dir, monkeypatch
     r = runner.invoke(app, ["adapters", "defaults", "support-v1", "--temperature", "9"])
     assert r.exit_code == 1 and "--temperature must be between 0 and 2" in r.output
     assert runner.invoke(app, ["adapters", "defaults", "nope"]).exit_code == 1
+    from store.deployments import change_target
+
+    with connect(s.db_path) as db:
+        change_target(db, "support", "support-v1", action="force", by="t")
+    r = runner.invoke(app, ["adapters", "defaults", "support", "--system", "You are ACME's bot."])
+    assert r.exit_code == 0, r.output
+    assert "temperature 0.4, max tokens 300, system prompt \"You are ACME's bot.\"" in r.output  # over its adapter's
     with connect(s.db_path) as db:
         assert defaults_for(db, "support-v1") == GenerationDefaults(0.4, 300, "Be brief.")

@@ -22,7 +22,7 @@ from store.api_keys import create_key, list_keys, revoke_key
 from store.db import connect
 from store.deployments import change_target
 from store.feedback import rating_rows
-from store.traffic import get_capture
+from store.traffic import feedback_for, get_capture
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -321,13 +321,41 @@ def test_captured_text_and_feedback_pass_through_redaction(tmp_path, upstream):
     s = make_settings(tmp_path / "data", fake_base_model(tmp_path / "models"), api_key=KEY)  # redaction on: default
     app = create_api(s, upstream_url=upstream.url)
     with TestClient(app) as client:
-        r = ask(client, model="base", question="mail me at jo.smith@example.com please")
+        r = ask(client, model="base", question="mail me at jo.smith@example.com please", user="jo.smith@example.com",
+                metadata={"subject": "refund for jo.smith@example.com", "ticket": "T-1"})
         assert "jo.smith@example.com" in r.json()["choices"][0]["message"]["content"]  # the client gets it as is
         row = captured(app, s, r.json()["id"])
         assert "jo.smith@example.com" not in json.dumps(row) and "<EMAIL_1>" in row["answer"]
+        # The caller's own fields share the conversation's numbering.
+        assert row["user"] == "<EMAIL_1>" and row["metadata"] == {"subject": "refund for <EMAIL_1>", "ticket": "T-1"}
         r = client.post("/v1/feedback", headers=AUTH, json={"completion_id": row["id"], "rater": "a",
-                                                             "correction": "We wrote to jo.smith@example.com."})
-        assert r.status_code == 200 and "jo.smith@example.com" not in r.json()["ratings"][0]["value"]
+                                                             "correction": "We wrote to mo@example.org and "
+                                                                           "jo.smith@example.com."})
+        # Redacted once, as the conversation's last turn: its numbers never reuse one the conversation holds.
+        fixed = "We wrote to <EMAIL_2> and <EMAIL_3>."
+        assert r.status_code == 200 and r.json()["ratings"][0]["value"] == fixed
+        with connect(s.db_path) as db:
+            assert [f["correction"] for f in feedback_for(db, row["id"])] == [fixed]
+
+
+def test_a_row_the_redaction_engine_fails_on_is_stored_without_its_text_and_the_queue_goes_on(tmp_path):
+    from serving.capture import CaptureWriter
+
+    def redact(row):
+        if row["id"] == "bad":
+            raise RuntimeError("engine broke")
+        return {**row, "answer": "redacted"}
+
+    w = CaptureWriter(tmp_path / "t.db", redact=redact)
+    for cid in ("bad", "good"):
+        w.submit({"id": cid, "created_at": "2026-03-01T10:00:00.000+00:00", "model": "base", "status": "complete",
+                  "messages": [{"role": "user", "content": "mail jo@example.com"}], "answer": "jo@example.com",
+                  "user": "jo@example.com"})
+    w.close()
+    with connect(tmp_path / "t.db") as db:
+        bad, good = get_capture(db, "bad"), get_capture(db, "good")
+    assert good["answer"] == "redacted" and w.unredactable == 1
+    assert "jo@example.com" not in json.dumps(bad) and bad["error"].startswith("redaction failed")
 
 
 def test_a_stream_the_client_left_before_its_first_byte_is_still_cleaned_up():

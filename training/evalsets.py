@@ -13,10 +13,10 @@ functions write them as a new eval set version through the store (which validate
 - manual: a question (or a conversation ending with a user turn), an optional reference and checks.
 
 `exclude_eval_overlap(conversations, eval_items)` keeps eval items out of training: a conversation
-is dropped when the prompt before any of its assistant turns equals an eval item's prompt after
+is held out (never trained on) when the prompt before any of its assistant turns equals an eval item's prompt after
 normalisation (store.evaluations.prompt_key: case, spacing and system messages ignored).
 
-    .venv/bin/python -m pytest tests/test_evalsets.py -q
+    .venv/bin/python -m pytest tests/test_eval_store.py tests/test_eval_wiring.py -q
 """
 
 from __future__ import annotations
@@ -238,8 +238,8 @@ def auto_eval_items(db: Database, run_id: int, *, default_set: str, budget: int)
         sources.append(f"{len(team)} from {ref}")
         # A held-out conversation that asks a team item's question (an eval item is held out of training) is
         # asked once, as the team's item: it carries the team's reference and checks.
-        asked = {json.dumps(t.messages, sort_keys=True) for t in team}
-        held = [h for h in held if json.dumps(h.messages, sort_keys=True) not in asked]
+        asked = {prompt_key(t.messages) for t in team}
+        held = [h for h in held if prompt_key(h.messages) not in asked]
     # The two sources take turns, so a small budget still samples both.
     mixed = [x for i in range(max(len(held), len(team))) for x in (held[i:i + 1] + team[i:i + 1])]
     return mixed[:budget], ", ".join(sources)

@@ -4,7 +4,7 @@ The IO around the pure builder (training.feedback_dataset): pick the rating wind
 next round continues from and its replay pool, choose the method, build, refuse or write.
 
     rb = build_round(settings, dataset="feedback", method="auto")     # or a sqlite-utils Database
-    rb.version, rb.method, rb.from_adapter, rb.next_command            # feedback@3, "sft+dpo", ...
+    rb.version, rb.method, rb.from_adapter                            # feedback@3, "sft+dpo", ...
     tuneloop feedback build [--method auto] [--since all|2026-11-20] [--dry-run] [--json]
 
 Tests: .venv/bin/python -m pytest tests/test_feedback_round.py -q
@@ -12,7 +12,6 @@ Tests: .venv/bin/python -m pytest tests/test_feedback_round.py -q
 
 from __future__ import annotations
 
-import shlex
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -100,31 +99,6 @@ class RoundBuild:
     def report(self) -> dict:
         return self.build.report
 
-    @property
-    def train_command(self) -> str | None:
-        """The explicit `tuneloop train` equivalent of the next step (None for a dry run)."""
-        if self.version is None:
-            return None
-        adapter = f" --from-adapter {self.from_adapter}" if self.from_adapter else ""
-        return f"tuneloop train --dataset {self.version}{adapter} --method {self.method}"
-
-    @property
-    def next_command(self) -> str:
-        """What to run next: train this version, or (after a dry run) build it for real."""
-        if self.version is not None:
-            return f"tuneloop feedback train --version {self.version}"
-        parts = ["tuneloop feedback build"]
-        if self.dataset != DEFAULT_DATASET:
-            parts.append(f"--dataset {self.dataset}")
-        parts.append(f"--method {self.method}")
-        if self.since_option is not None:
-            parts.append(f"--since {shlex.quote(self.since_option)}")
-        if self.from_adapter:
-            parts.append(f"--from-adapter {self.from_adapter}")
-        if self.replay_share != 0.2:
-            parts.append(f"--replay-share {self.replay_share:g}")
-        return " ".join(parts)
-
     def to_json(self) -> dict:
         rep = self.report
         kto_pos, kto_neg = self.build.kto_counts
@@ -147,8 +121,6 @@ class RoundBuild:
             "left_out": rep["left_out"],
             "left_out_by_reason": rep["left_out_by_reason"],
             "replay_pool": self.replay_pool,
-            "next_command": self.next_command,
-            "train_command": self.train_command,
             "report": rep,
         }
 

@@ -11,6 +11,8 @@ adapter (or the base model), and promotion goes through the gate (docs/evaluatio
 
 from __future__ import annotations
 
+import shlex
+
 from typing import Optional
 
 import typer
@@ -54,7 +56,7 @@ def promote(
             if as_json:
                 emit_json({"error": "refused by the gate", "gate": exc.decision.to_json()})
                 raise typer.Exit(1)
-            fail(str(exc))
+            fail(refusal_words(exc))
         except (DeploymentError, LookupError) as exc:
             fail(str(exc), 2, as_json=as_json)
     if as_json:
@@ -161,7 +163,7 @@ def canary(
             if as_json:
                 emit_json({"error": "refused by the gate", "gate": exc.decision.to_json()})
                 raise typer.Exit(1)
-            fail(str(exc))
+            fail(refusal_words(exc))
         except ValueError as exc:
             fail(str(exc), 2, as_json=as_json)
     if as_json:
@@ -191,3 +193,12 @@ def capture(name: str = typer.Argument(..., help="The deployment."),
         except LookupError as exc:
             fail(str(exc), 2)
     typer.echo(f"{name}: capture {'on' if on else 'off'}")
+
+
+def refusal_words(exc) -> str:
+    """A gate refusal (serving.deployments.GateRefused) with the commands that get past it."""
+    lines = [str(exc)]
+    if exc.unevaluated:
+        lines.append(f"evaluate: tuneloop eval run {exc.candidate} --against {shlex.quote(exc.baseline)}")
+    lines.append("force: add --force REASON")
+    return "\n".join(lines)

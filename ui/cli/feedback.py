@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Optional
 
 import typer
@@ -68,7 +69,7 @@ def build(
             typer.echo(format_report(exc.build))
         fail(f"refused, nothing written: {exc}")
     if as_json:
-        emit_json(result.to_json())
+        emit_json({**result.to_json(), "next_command": next_command(result), "train_command": train_command(result)})
         return
     typer.echo(format_report(result.build))
     if method == "auto":
@@ -76,11 +77,38 @@ def build(
     start = f"continue from {result.from_adapter}" if result.from_adapter else "start from the base model"
     if result.version is None:
         typer.echo(f"Dry run: nothing written. The next round would {start}.")
-        typer.echo(f"Build it: {result.next_command}")
+        typer.echo(f"Build it: {next_command(result)}")
         return
     typer.echo(f"Made {result.version}; the next round will {start}.")
-    typer.echo(f"Next: {result.next_command}")
-    typer.echo(f"  (same as: {result.train_command})")
+    typer.echo(f"Next: {next_command(result)}")
+    typer.echo(f"  (same as: {train_command(result)})")
+
+
+def train_command(result) -> str | None:
+    """The explicit `tuneloop train` equivalent of the next step (None for a dry run)."""
+    if result.version is None:
+        return None
+    adapter = f" --from-adapter {result.from_adapter}" if result.from_adapter else ""
+    return f"tuneloop train --dataset {result.version}{adapter} --method {result.method}"
+
+
+def next_command(result) -> str:
+    """What to run next: train the built version, or (after a dry run) build it for real, with the same options."""
+    if result.version is not None:
+        return f"tuneloop feedback train --version {result.version}"
+    parts = ["tuneloop feedback build"]
+    from training.feedback_round import DEFAULT_DATASET
+
+    if result.dataset != DEFAULT_DATASET:
+        parts.append(f"--dataset {result.dataset}")
+    parts.append(f"--method {result.method}")
+    if result.since_option is not None:
+        parts.append(f"--since {shlex.quote(result.since_option)}")
+    if result.from_adapter:
+        parts.append(f"--from-adapter {result.from_adapter}")
+    if result.replay_share != 0.2:
+        parts.append(f"--replay-share {result.replay_share:g}")
+    return " ".join(parts)
 
 @feedback_app.command("train")
 def train(

@@ -198,7 +198,8 @@ GENERATION_FLAGS = {"temperature": "--temperature", "max_tokens": "--max-tokens"
 
 @adapters_app.command("defaults")
 def generation_defaults(
-        name: str = typer.Argument(..., help="Adapter name (or the base model's served name)."),
+        name: str = typer.Argument(..., help="Adapter name, the base model's served name, or a deployment's name "
+                                             "(its fields go over its adapter's)."),
         temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature, 0 to 2."),
         max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Longest answer, in tokens."),
         system: Optional[str] = typer.Option(None, "--system", help="System prompt sent when a client sends none."),
@@ -211,18 +212,26 @@ def generation_defaults(
     from serving.generation import GenerationDefaultError, defaults_for, store_defaults
     from store.adapters import list_adapters
     from store.db import connect
+    from store.deployments import deployment_names
     from ui.cli.common import login
 
     s = settings()
     with connect(s.db_path) as db:
-        if name != s.served_base_name and name not in {a["name"] for a in list_adapters(db)}:
-            fail(f"no adapter named {name!r}: `tuneloop adapters` lists them", as_json=as_json)
+        deployments = deployment_names(db)
+        if name != s.served_base_name and name not in deployments and name not in {a["name"] for a in
+                                                                                     list_adapters(db)}:
+            fail(f"no adapter or deployment named {name!r}: `tuneloop adapters` and `tuneloop deploy list` list "
+                 "them", as_json=as_json)
         given = {k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens),
                                    ("system_prompt", system)) if v is not None}
         if reset:
             given = dict.fromkeys(GENERATION_FLAGS)
         try:
-            result = store_defaults(db, name, by=login(), **given) if given else defaults_for(db, name)
+            if given:
+                store_defaults(db, name, by=login(), **given)
+            # What a request gets: a deployment's own fields over those of the model it points at.
+            result = (defaults_for(db, deployments[name] or s.served_base_name, deployment=name)
+                      if name in deployments else defaults_for(db, name))
         except GenerationDefaultError as exc:
             fail(f"{GENERATION_FLAGS[exc.field]} {exc.reason}", as_json=as_json)
     if as_json:
