@@ -216,9 +216,18 @@ def create_api_router(settings: Settings, *, upstream_url: str | None = None, up
         body = fill_request(body, traffic.read(defaults_for, body["model"], deployment=deployment))
         # Which model answered a deployment name (the body's "model" field names it too).
         extra_headers = {"X-Tuneloop-Model": resolved} if resolved else {}
-        return await traffic.forward(request, body, asked=asked, deployment=deployment, arm=arm,
-                                     completion_id=completion_id, send=send, unavailable=unavailable,
-                                     headers=extra_headers)
+        response = await traffic.forward(request, body, asked=asked, deployment=deployment, arm=arm,
+                                         completion_id=completion_id, send=send, unavailable=unavailable,
+                                         headers=extra_headers)
+        if response.status_code == 404 and names.get(body["model"]) is not None and settings.adapter_store:
+            # A registered adapter the fleet does not know: its replicas load adapters from the store on first
+            # use, so vLLM's bare "not found" means this replica cannot read the store (or the version in it).
+            return openai_error(404, f"adapter `{body['model']}` is registered, but the model server could not "
+                                     f"load it: every replica must read the adapter store {settings.adapter_store} "
+                                     "(its VLLM_LORA_RESOLVER_CACHE_DIR) and serve the base model the adapter was "
+                                     "trained on (`tuneloop replicas` shows what each has loaded)",
+                                "adapter_not_loadable", param="model")
+        return response
 
     return router
 

@@ -195,6 +195,33 @@ def test_v1_answers_503_when_no_replica_answers(fleet_settings):
     assert r.status_code == 503 and "not available" in r.json()["error"]["message"]
 
 
+def test_an_adapter_a_replica_cannot_load_from_the_store_is_named_with_what_to_check(fleet_settings, tmp_path):
+    from serving.api import create_api
+
+    s = fleet_settings.model_copy(update={"api_key": "k"})
+    _registered(s, "support-v3", tmp_path)
+    asked = []
+
+    def handler(request: httpx.Request) -> httpx.Response:  # what vLLM answers for a name its resolver cannot find
+        asked.append(json.loads(request.content)["model"])
+        return httpx.Response(404, json={"error": {"message": "The model `support-v3` does not exist.", "code": 404}})
+
+    app = create_api(s, upstream_urls=["http://replica:8000"], transport=httpx.MockTransport(handler))
+
+    async def go(model):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            return await c.post("/v1/chat/completions", headers={"Authorization": "Bearer k"},
+                                json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+
+    r = asyncio.run(go("support-v3"))
+    assert r.status_code == 404 and asked == ["support-v3"]
+    error = r.json()["error"]
+    assert error["type"] == "adapter_not_loadable" and s.adapter_store in error["message"]
+    assert "every replica must read the adapter store" in error["message"]
+    # The base model's own 404 is vLLM's, passed on as it is.
+    assert "does not exist" in asyncio.run(go(s.served_base_name)).json()["error"]["message"]
+
+
 # --- the CLI ---
 
 def test_cli_replicas_shows_each_replica_and_publishes_again(fleet_settings, tmp_path, monkeypatch):

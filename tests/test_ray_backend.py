@@ -68,9 +68,36 @@ def test_fitting_nodes_need_an_alive_node_with_enough_cpus_and_gpus():
 
 def test_the_job_runs_the_same_entry_point_with_its_bundle():
     assert ray_backend.job_entrypoint(12) == "python -m training.worker 12 --job-bundle bundle.json"
+    # Several GPUs of one worker: DDP through accelerate, as a local multi-GPU run.
+    multi = ray_backend.job_entrypoint(12, gpus=4)
+    assert multi.startswith("python -m accelerate.commands.launch --multi_gpu --num_machines 1 --num_processes 4")
+    assert multi.endswith("--module training.worker 12 --job-bundle bundle.json")
     env = ray_backend.runtime_env(Path("/x/job"))
     assert env["working_dir"] == "/x/job" and [Path(p).name for p in env["py_modules"]] == ["training", "store"]
     assert int(env["env_vars"]["RAY_JOB_STOP_WAIT_TIME_S"]) > 10  # time to stop at a step boundary
+
+
+def test_only_the_first_process_of_a_multi_gpu_job_reports_the_end_and_stages_the_adapter(monkeypatch, tmp_path):
+    from training import remote_run
+    from training.results import RunMetrics
+
+    trained = []
+
+    def fake_execute(bundle, callback, *, train_phases, main_process=True):
+        trained.append(main_process)
+        return "completed", (".staging/run-5-x" if main_process else None), RunMetrics(steps=3).to_dict()
+
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps({"run_id": 5}))
+    monkeypatch.setattr(remote_run, "execute", fake_execute)
+    for rank in ("1", "0"):
+        monkeypatch.setenv("RANK", rank)
+        out = io.StringIO()
+        monkeypatch.setattr(sys, "stdout", out)
+        assert remote_run.main(5, str(bundle), train_phases=None) == 0
+        ends = [e for e in map(parse_event, out.getvalue().splitlines()) if e and e["kind"] == "end"]
+        assert len(ends) == (1 if rank == "0" else 0)
+    assert trained == [False, True] and ends[0]["staged"] == ".staging/run-5-x"
 
 
 # --- refusals before anything starts ---

@@ -45,8 +45,16 @@ def launch(settings: Settings, run: dict) -> subprocess.Popen:
 def launch_command(run_id: int, *, data_dir: Path | str, gpus: int = 0, python: str | None = None,
                    main_process_port: int | None = None) -> list[str]:
     """The command that trains `run_id`: the entry point, or `accelerate launch` over several GPUs."""
+    return worker_command([str(run_id), "--data-dir", str(data_dir)], gpus=gpus, python=python,
+                          main_process_port=main_process_port)
+
+
+def worker_command(args: list[str], *, gpus: int = 0, python: str | None = None,
+                   main_process_port: int | None = None) -> list[str]:
+    """`python -m training.worker ARGS`, or the same under `accelerate launch` (DDP) over several GPUs; a local
+    run and a Ray job (training.ray_backend) both start this way."""
     python = python or sys.executable
-    entry = [WORKER_MODULE, str(run_id), "--data-dir", str(data_dir)]
+    entry = [WORKER_MODULE, *args]
     if gpus <= 1:
         return [python, "-m", *entry]
     cmd = [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -31,7 +32,7 @@ from store.db import connect
 from store.feedback import iter_preference_examples
 from store.settings import Settings
 from training.config import ConfigError, RunConfig
-from training.launch import LOG_NAME, WORKER_MODULE, settings_env
+from training.launch import LOG_NAME, WORKER_MODULE, settings_env, worker_command
 from training.remote_run import BUNDLE_FILE, write_bundle
 
 log = logging.getLogger("tuneloop.train")
@@ -120,9 +121,10 @@ def write_run_bundle(settings: Settings, run: dict) -> Path:
                         conversations=conversations, pref_rows=pref_rows, parent_adapter=parent, settings=settings)
 
 
-def job_entrypoint(run_id: int) -> str:
-    """The same entry point as a local run, reading its bundle from the job's working directory."""
-    return f"python -m {WORKER_MODULE} {run_id} --job-bundle {BUNDLE_FILE}"
+def job_entrypoint(run_id: int, *, gpus: int = 0) -> str:
+    """The same entry point as a local run, reading its bundle from the job's working directory; over
+    several GPUs of the worker, through `accelerate launch` (DDP), as a local run (training.launch)."""
+    return shlex.join(worker_command([str(run_id), "--job-bundle", BUNDLE_FILE], gpus=gpus, python="python"))
 
 
 def runtime_env(bundle_dir: Path) -> dict:
@@ -138,7 +140,8 @@ def launch(settings: Settings, run: dict) -> subprocess.Popen:
     bundle = write_run_bundle(settings, run)
     client = job_client(settings.ray_address)
     try:
-        job_id = client.submit_job(entrypoint=job_entrypoint(run["id"]), runtime_env=runtime_env(bundle.parent),
+        job_id = client.submit_job(entrypoint=job_entrypoint(run["id"], gpus=settings.ray_num_gpus),
+                                   runtime_env=runtime_env(bundle.parent),
                                    submission_id=f"tuneloop-run-{run['id']}-{int(time.time())}",
                                    entrypoint_num_cpus=settings.ray_num_cpus,
                                    entrypoint_num_gpus=settings.ray_num_gpus or None,

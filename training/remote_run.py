@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -101,19 +102,26 @@ def main(run_id: int, bundle_path: str, *, train_phases) -> int:
     if bundle["run_id"] != run_id:
         raise SystemExit(f"{bundle_path} is the bundle of run {bundle['run_id']}, not run {run_id}")
     callback = LineProgressCallback(run_id, check_cancel=lambda: _Stop.requested)
+    # Under `accelerate launch` (a job asking for several GPUs) every process trains; only the first reports
+    # the end and stages the adapter, as a local multi-GPU run's worker does (training.worker).
+    main_process = int(os.environ.get("RANK", "0")) == 0
     try:
-        status, staged, metrics = execute(bundle, callback, train_phases=train_phases)
+        status, staged, metrics = execute(bundle, callback, train_phases=train_phases, main_process=main_process)
     except BaseException as exc:  # noqa: BLE001 - the app marks the run failed with this and the log tail
         log.exception("run %d failed on the cluster", run_id)
-        callback.emit("end", status="failed", error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        if main_process:
+            callback.emit("end", status="failed",
+                          error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         return 1
-    callback.emit("end", status=status, staged=staged, metrics=metrics)
+    if main_process:
+        callback.emit("end", status=status, staged=staged, metrics=metrics)
     return 0
 
 
-def execute(bundle: dict, callback: LineProgressCallback, *, train_phases) -> tuple[str, str | None, dict]:
+def execute(bundle: dict, callback: LineProgressCallback, *, train_phases,
+            main_process: bool = True) -> tuple[str, str | None, dict]:
     """Train the bundle's run with the worker's `train_phases`; returns (status, the staged adapter's path
-    in the store or None, metrics)."""
+    in the store or None, metrics). Only the main process writes and stages the adapter."""
     from training import recipe
 
     config = RunConfig.from_dict(bundle["config"])
@@ -128,7 +136,7 @@ def execute(bundle: dict, callback: LineProgressCallback, *, train_phases) -> tu
                                  callback=callback, parent_adapter_path=parent_path)
     cancelled = callback.cancelled
     status = "cancelled" if cancelled else "completed"
-    if result.steps == 0:
+    if result.steps == 0 or not main_process:
         return status, None, result.to_dict()
     local = recipe.write_adapter(model, config.base_model, work / "adapter", max_rank=settings.max_lora_rank)
     staged = f".staging/run-{bundle['run_id']}-{uuid.uuid4().hex[:8]}"
