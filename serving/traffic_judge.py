@@ -15,13 +15,12 @@ unreachable judge stops the run with its reason.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from serving.evaluation.judge import JudgeUnavailable, _conversation_text
+from serving.evaluation.judge import JudgeUnavailable, _conversation_text, json_objects
 from store.db import connect
 from store.traffic import CaptureFilter, find_captures, get_capture, set_judge_score
 
@@ -32,7 +31,6 @@ SYSTEM_PROMPT = (
     'nothing else: {"score": 1 | 2 | 3 | 4 | 5, "reason": "<one short sentence>"} where 1 is wrong or harmful, '
     "3 is acceptable and 5 is correct, complete and polite."
 )
-_JSON_OBJECT = re.compile(r"\{[^{}]*\}", re.DOTALL)
 _SCORE_LINE = re.compile(r"^[\s*#>-]*score\s*[:=]\s*\**\s*([1-5])\b", re.IGNORECASE | re.MULTILINE)
 
 
@@ -47,12 +45,8 @@ def parse_score(text: str | None) -> float | None:
     """The judge's grade as 0..1 (1 -> 0, 3 -> 0.5, 5 -> 1): a JSON object's "score" (preferred), else one
     'score: N' line. Anything else is None: a guess would sort the queue by noise."""
     raw = text or ""
-    for match in reversed(_JSON_OBJECT.findall(raw)):
-        try:
-            data = json.loads(match)
-        except ValueError:
-            continue
-        score = data.get("score") if isinstance(data, dict) else None
+    for data in json_objects(raw):
+        score = data.get("score")
         if isinstance(score, str) and score.strip().isdigit():
             score = int(score.strip())
         if isinstance(score, (int, float)) and not isinstance(score, bool) and 1 <= score <= 5:

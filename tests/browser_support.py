@@ -47,6 +47,32 @@ def serve(app, port: int):
 
 
 @contextmanager
+def scripted_app(tmp_path: Path, monkeypatch, prepare=None):
+    """The web app with the scripted model server and trainer (ui_fakes) on a free port, for browser tests of one
+    tab: yields {"url", "settings", "trainer"}. `prepare(db, settings)` fills the database before it starts."""
+    from fastapi import FastAPI
+
+    from serving_helpers import free_port
+    from store.db import connect
+    from store.settings import Settings
+    from ui.web.app import mount_ui
+    from ui.web.context import AppContext
+    from ui_fakes import FakeServer, FakeTrainer
+
+    require_chromium()
+    monkeypatch.setenv("TUNELOOP_BASE_MODEL", str(tmp_path / "SmolLM2-135M-Instruct"))
+    monkeypatch.setenv("TUNELOOP_BASE_MODEL_NAME", "smollm2-135m-instruct")
+    settings = Settings(_env_file=None)
+    if prepare is not None:
+        with connect(settings.db_path) as db:
+            prepare(db, settings)
+    trainer = FakeTrainer()
+    ctx = AppContext(settings=settings, server=FakeServer(settings), trainer=trainer)
+    with serve(mount_ui(FastAPI(), ctx), free_port()) as url:
+        yield {"url": url, "settings": settings, "trainer": trainer}
+
+
+@contextmanager
 def browser():
     from playwright.sync_api import sync_playwright
 

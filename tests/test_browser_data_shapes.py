@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import Shots, browser, choose, open_app, require_chromium, serve, type_custom, wait_text
-from serving_helpers import free_port
+from browser_support import Shots, browser, choose, open_app, scripted_app, type_custom, wait_text
 from store.db import connect
 from store.import_profiles import get_profile
 
@@ -26,20 +25,8 @@ MAPPING = "turns=dialogContent\nspeaker=keys(@)[0]\ntext=values(@)[0]\nappend_as
 
 @pytest.fixture
 def app(data_dir, tmp_path, monkeypatch):
-    from fastapi import FastAPI
-
-    from store.settings import Settings
-    from ui.web.app import mount_ui
-    from ui.web.context import AppContext
-    from ui_fakes import FakeServer, FakeTrainer
-
-    require_chromium()
-    monkeypatch.setenv("TUNELOOP_BASE_MODEL", str(tmp_path / "SmolLM2-135M-Instruct"))
-    monkeypatch.setenv("TUNELOOP_BASE_MODEL_NAME", "smollm2-135m-instruct")
-    settings = Settings(_env_file=None)
-    ctx = AppContext(settings=settings, server=FakeServer(settings), trainer=FakeTrainer())
-    with serve(mount_ui(FastAPI(), ctx), free_port()) as url:
-        yield {"url": url, "settings": settings}
+    with scripted_app(tmp_path, monkeypatch) as running:
+        yield running
 
 
 def test_map_a_json_shape_save_it_as_a_profile_and_reuse_it(app, tmp_path):

@@ -12,8 +12,7 @@ import json
 
 import pytest
 
-from browser_support import Shots, browser, open_app, require_chromium, serve, type_custom, choose, wait_text
-from serving_helpers import free_port
+from browser_support import Shots, browser, choose, open_app, scripted_app, type_custom, wait_text
 from store.datasets import iter_version_conversations
 from store.db import connect
 
@@ -30,20 +29,8 @@ CHATS = [
 
 @pytest.fixture
 def app(data_dir, tmp_path, monkeypatch):
-    from fastapi import FastAPI
-
-    from store.settings import Settings
-    from ui.web.app import mount_ui
-    from ui.web.context import AppContext
-    from ui_fakes import FakeServer, FakeTrainer
-
-    require_chromium()
-    monkeypatch.setenv("TUNELOOP_BASE_MODEL", str(tmp_path / "SmolLM2-135M-Instruct"))
-    monkeypatch.setenv("TUNELOOP_BASE_MODEL_NAME", "smollm2-135m-instruct")
-    settings = Settings(_env_file=None)
-    ctx = AppContext(settings=settings, server=FakeServer(settings), trainer=FakeTrainer())
-    with serve(mount_ui(FastAPI(), ctx), free_port()) as url:
-        yield {"url": url, "settings": settings}
+    with scripted_app(tmp_path, monkeypatch) as running:
+        yield running
 
 
 def test_preview_redactions_import_them_and_erase_a_customer(app, tmp_path):
@@ -88,7 +75,7 @@ def test_preview_redactions_import_them_and_erase_a_customer(app, tmp_path):
         page.locator("#data-forget-kind").get_by_text("Any text").click()
         value.fill("Miller household")
         page.locator("#data-forget-find").click()
-        wait_text(page, "#data-forget-note", "1 conversation(s), from care@1")
+        wait_text(page, "#data-forget-note", r"1 conversation\(s\), from care@1")
         assert "Would erase" in page.locator("#data-forget-note").inner_text()
         shots(page, "erasure found")
         page.locator("#data-forget-erase").click()

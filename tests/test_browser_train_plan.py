@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from browser_support import Shots, browser, choose, fill_number, open_app, require_chromium, serve, tab, wait_text, \
-    wait_value
-from serving_helpers import free_port
+from browser_support import (Shots, browser, choose, fill_number, open_app, scripted_app, tab, wait_text,
+                             wait_value)
 from store.base_models import add_base_model
-from store.db import connect
 from training_support import add_dataset, support_conversations
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -21,25 +19,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture
 def app(data_dir, tmp_path, monkeypatch):
-    from fastapi import FastAPI
-
-    from store.settings import Settings
-    from ui.web.app import mount_ui
-    from ui.web.context import AppContext
-    from ui_fakes import FakeServer, FakeTrainer
-
-    require_chromium()
-    monkeypatch.setenv("TUNELOOP_BASE_MODEL", str(tmp_path / "SmolLM2-135M-Instruct"))
-    monkeypatch.setenv("TUNELOOP_BASE_MODEL_NAME", "smollm2-135m-instruct")
-    settings = Settings(_env_file=None)
-    with connect(settings.db_path) as db:
+    def prepare(db, settings):
         add_dataset(db, "support", support_conversations(12))
         add_base_model(db, name="qwen-small", path=str(tmp_path / "Qwen2.5-0.5B-Instruct"),
                        architecture="Qwen2ForCausalLM", max_len=32768, check={})
-    trainer = FakeTrainer()
-    ctx = AppContext(settings=settings, server=FakeServer(settings), trainer=trainer)
-    with serve(mount_ui(FastAPI(), ctx), free_port()) as url:
-        yield {"url": url, "trainer": trainer}
+
+    with scripted_app(tmp_path, monkeypatch, prepare) as running:
+        yield running
 
 
 def x_axis(page) -> dict:
@@ -62,9 +48,6 @@ def test_estimate_before_start_and_the_base_model_picker(app):
         axis = x_axis(page)
         assert axis["label"].endswith("values from 0 to 20"), axis
         assert axis["ticks"] and all(t.isdigit() for t in axis["ticks"]), axis
-        # The name field shows the name the run's adapter will get (it said "support-v3" with no adapters).
-        assert page.locator("#train-name input, #train-name textarea").first.get_attribute("placeholder") == \
-            "support-v1"
         # The standard preset: 3 epochs of 470 conversations at 8 per step (the scripted trainer's data).
         text = wait_text(page, "#train-estimate", r"177 optimizer steps")
         assert "7 conversations cut at the length limit" in text and "Measure this machine" in text
@@ -80,6 +63,9 @@ def test_estimate_before_start_and_the_base_model_picker(app):
 
         page.locator("#train-settings").get_by_text("Settings").first.click()
         wait_value(page, "train-alpha", "^16$")  # the quick preset: rank 8, alpha 16
+        # The name field shows the name the run's adapter will get (it said "support-v3" with no adapters).
+        assert page.locator("#train-name input, #train-name textarea").first.get_attribute("placeholder") == \
+            "support-v1"
         assert page.locator("#train-dropout input").input_value() == "0.05"
         assert page.locator("#train-targets textarea, #train-targets input").first.input_value() == "all-linear"
         fill_number(page, "train-steps", 30)

@@ -110,6 +110,19 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def json_objects(raw: str) -> list[dict]:
+    """The flat JSON objects in a judge's reply, last first (the answer usually ends the reply)."""
+    out = []
+    for match in reversed(_JSON_OBJECT.findall(raw)):
+        try:
+            data = json.loads(match)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            out.append(data)
+    return out
+
+
 def parse_judge_answer(text: str | None) -> OrderVerdict:
     """Read the judge's answer: a JSON object with "winner" (preferred), else a 'winner: A' line.
 
@@ -117,12 +130,8 @@ def parse_judge_answer(text: str | None) -> OrderVerdict:
     unparsable: guessing would put noise into the win rate.
     """
     raw = text or ""
-    for match in reversed(_JSON_OBJECT.findall(raw)):
-        try:
-            data = json.loads(match)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and isinstance(data.get("winner"), str):
+    for data in json_objects(raw):
+        if isinstance(data.get("winner"), str):
             winner = _WINNER_WORDS.get(data["winner"].strip().lower())
             if winner:
                 return OrderVerdict(winner, _clip(str(data.get("reason") or ""), MAX_REASON_CHARS),
