@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from vllm_session import vllm_stack  # noqa: F401  (one definition, so one server for the whole session)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -23,7 +23,7 @@ from serving.vllm_args import server_url
 from store import evaluations as ev
 from store.db import connect
 from store.evaluations import NewEvalItem
-from vllm_session import SESSION_KEY, vllm_stack  # noqa: F401  (the session's vLLM)
+from vllm_session import SESSION_KEY  # the fixture vllm_stack (the session's vLLM) is conftest.py's
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from store.deployments import change_target
 from serving.evaluation.judge import JudgeClient, JudgeConfig
 from serving.traffic_judge import judge_captures
 from store.traffic import CaptureFilter, find_captures, get_capture
-from vllm_session import SESSION_KEY, vllm_stack  # noqa: F401  (the session's vLLM)
+from vllm_session import SESSION_KEY  # the fixture vllm_stack (the session's vLLM) is conftest.py's
 
 pytestmark = pytest.mark.slow
 DEPLOYMENT = "bot-traffic"

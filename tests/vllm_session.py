@@ -1,8 +1,8 @@
 """One real vLLM server per test session, on the default model with one tiny trained adapter.
 
-Import the fixture into a test module (`from vllm_session import vllm_stack  # noqa: F401`) or a
-conftest: every module that uses it shares the same server, so the suite starts vLLM once for them
-(about a minute on 2 cores) instead of once per module. The adapter ("zorblax-v1", see
+tests/conftest.py imports the fixture, and only it may: a session fixture imported into two test modules
+is two fixtures to pytest, each started once (two vLLM servers). So every module that asks for
+`vllm_stack` shares one server, and the suite starts vLLM once for them (about a minute on 2 cores). The adapter ("zorblax-v1", see
 helpers_adapters) is trained before vLLM starts so the two never share the cores, registered, and
 loaded at start.
 """
