@@ -131,15 +131,18 @@ class CaptureWriter:
     # ------------------------------------------------------------ the writer thread
 
     def _run(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
             self._wake.wait(self.idle_wait_s)
             self._wake.clear()
             try:
                 self._drain()
                 self._maybe_prune()
+                failures = 0
             except Exception:  # noqa: BLE001 - the writer must outlive any one failure; rows stay queued
-                log.exception("capture writer")
-                time.sleep(BUSY_RETRY_S)
+                failures += 1
+                log.exception("capture writer (try %d; %d completion(s) wait)", failures, len(self._queue))
+                time.sleep(min(BUSY_RETRY_S * 2 ** failures, 30.0))  # a lasting fault (disk full) is not a busy loop
 
     def _drain(self) -> None:
         while self._queue or self._usage:

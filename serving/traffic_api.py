@@ -96,13 +96,13 @@ def redactor(settings: Settings) -> Callable[[dict], dict] | None:
     def redact(row: dict) -> dict:
         from store.redaction import Placeholders, redact_conversation, redact_value
 
-        settings, names = RedactionSettings(), Placeholders()
+        rules, names = RedactionSettings(), Placeholders()
         messages = list(row.get("messages") or [])
         redacted, _ = redact_conversation(messages + [{"role": "assistant", "content": row.get("answer") or ""}],
-                                          settings, placeholders=names)
+                                          rules, placeholders=names)
         # The caller's own fields (a `user` that is an e-mail address, a ticket's subject in `metadata`) are
         # stored too: same engine, same numbering as the conversation.
-        extra, _ = redact_value({"user": row.get("user"), "metadata": row.get("metadata")}, settings, names)
+        extra, _ = redact_value({"user": row.get("user"), "metadata": row.get("metadata")}, rules, names)
         return {**row, "messages": redacted[:-1], "answer": redacted[-1]["content"], **extra}
 
     return redact
@@ -114,9 +114,9 @@ def _redaction(settings: Settings | None):
 
 
 def redact_feedback(settings: Settings, fb: dict) -> dict:
-    """The feedback's comment through the same engine as captured traffic. The correction is redacted where it
-    is stored (store.ratings.rate_message, as the last turn of its conversation), so its placeholders match
-    those the conversation already gives: redacting it here first would number them afresh."""
+    """The feedback's comment through the same engine as captured traffic. The correction is redacted in
+    `store_feedback`, as the last turn of its conversation (store.ratings.redact_correction), so that its numbers
+    never reuse a placeholder the conversation holds."""
     if not getattr(settings, "capture_redact", True) or not fb.get("comment"):
         return fb
     from store.redaction import redact_text

@@ -110,3 +110,33 @@ def test_periodic_prune_runs_in_the_writer(tmp_path):
     w.close()
     assert stored(path) == 0
     assert retention_cutoff(1) < retention_cutoff(0)
+
+
+def test_a_failed_write_puts_its_batch_and_counts_back_and_a_later_try_stores_them(tmp_path, monkeypatch):
+    import serving.capture as capture
+
+    from store.api_keys import sync_env_key
+
+    path = tmp_path / "t.db"
+    with connect(path) as db:
+        sync_env_key(db, "secret")  # the key named "default"
+    real = capture.save_captures
+    broken = {"left": 2}
+
+    def failing(db, rows):
+        if broken["left"]:
+            broken["left"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")  # not "busy": the batch used to be lost here
+        return real(db, rows)
+
+    monkeypatch.setattr(capture, "save_captures", failing)
+    monkeypatch.setattr(capture, "BUSY_RETRY_S", 0.01)
+    w = CaptureWriter(path, idle_wait_s=0.01, batch=10)
+    for i in range(25):
+        w.submit(row(i))
+    w.count_use("default")
+    assert w.flush(timeout=30)
+    w.close()
+    assert broken["left"] == 0 and stored(path) == 25
+    with connect(path) as db:
+        assert db.execute("select use_count from api_keys where name = 'default'").fetchone() == (1,)  # counted once
