@@ -144,6 +144,21 @@ def fill_number(page, elem_id: str, value) -> None:
     page.wait_for_timeout(200)
 
 
+def set_slider(page, elem_id: str, value, timeout: float = 20.0) -> None:
+    """Type `value` into slider `#elem_id`'s number box until the slider holds it. A slider inside an accordion
+    that was just opened is mounted with its stored value a moment later, over what was typed before."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    deadline = time.monotonic() + timeout
+    while True:
+        box.fill(str(value))
+        box.press("Enter")
+        page.wait_for_timeout(300)
+        if page.locator(f"#{elem_id} input[type=range]").input_value() == str(value):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"slider #{elem_id} did not take {value}")
+
+
 def bot_texts(page, elem_id: str) -> list[str]:
     """The text of every model answer in chatbot `#elem_id`."""
     return page.locator(f"#{elem_id} .message-row.bot-row .message-content").all_inner_texts()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from browser_support import Shots, bot_texts, browser, choose, open_app, tab, wait_text, wait_value
+from browser_support import Shots, bot_texts, browser, choose, open_app, set_slider, tab, wait_text, wait_value
 from serving.generation import store_defaults
 from store.db import connect
 from test_browser_ui import app  # noqa: F401 - the app fixture (scripted server, support-v1 loaded)
@@ -87,8 +87,7 @@ def test_links_are_plain_text_and_a_cut_answer_says_so(app):
         assert "https://help.acme.example/returns" in text and "https://evil.example/x" in text
         shots(page, "links as text")
         page.get_by_text("System prompt and sampling").first.click()
-        page.locator("#chat-max-tokens input[type=number]").fill("16")
-        page.locator("#chat-max-tokens input[type=number]").press("Enter")
+        set_slider(page, "chat-max-tokens", 16)
         app["server"].answers["support-v1"] = " ".join(f"word{i}" for i in range(40))
         page.locator("#chat-input textarea").fill("Tell me everything")
         page.locator("#chat-input textarea").press("Enter")
