@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -136,6 +137,7 @@ def test_a_request_opens_no_database_connection_and_builds_no_tls_context(s, cli
     tests/test_deployments_api.py, defaults: tests/test_generation_defaults.py)."""
     import ssl
     import threading
+    import traceback
 
     import store.db
 
@@ -149,12 +151,19 @@ def test_a_request_opens_no_database_connection_and_builds_no_tls_context(s, cli
     real_open, real_context = store.db.open_db, ssl.create_default_context
 
     def counting_open(path):
-        if threading.current_thread().name != "capture-writer":  # the writer's batches are off the request path
+        # The writer's batches are off the request path; other tests' leftover threads open other databases.
+        if threading.current_thread().name != "capture-writer" and Path(path) == Path(s.db_path):
             opened.append(path)
         return real_open(path)
 
+    def counting_context(*a, **k):
+        # Only contexts the API's request path builds: a thread another test left running may make its own.
+        if any(f.filename.endswith(("serving/api.py", "serving/traffic_api.py")) for f in traceback.extract_stack()):
+            contexts.append(1)
+        return real_context(*a, **k)
+
     monkeypatch.setattr(store.db, "open_db", counting_open)
-    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: contexts.append(1) or real_context(*a, **k))
+    monkeypatch.setattr(ssl, "create_default_context", counting_context)
     for model in ("support", "v1", "base", "support"):
         assert ask(model).status_code == 200
     with client.stream("POST", "/v1/chat/completions", headers=AUTH,
