@@ -1,6 +1,6 @@
 """What the automatic end-of-run evaluation adds to a quick-preset run on CPU, as a ratio of the run's own time.
 
-    .venv/bin/python bench/auto_eval_cost.py                      # about 8 minutes on 2 CPU cores
+    .venv/bin/python bench/auto_eval_cost.py                      # about 3 minutes on 2 CPU cores
     .venv/bin/python bench/auto_eval_cost.py --conversations 80 --items 8
 
 In a temp data directory: imports --conversations synthetic support chats, starts vLLM on the
