@@ -12,9 +12,9 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from ui.web.context import AppContext
+
 from ui.web.tabs import data as tab_data
-from ui_fakes import FakeServer, FakeTrainer, app_settings
+from ui_fakes import NoProgress, scripted_ctx
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imports"
 MAPPING = "turns=dialogContent\nspeaker=keys(@)[0]\ntext=values(@)[0]\nappend_assistant=lastAgentTurn"
@@ -27,15 +27,9 @@ def opts(**given) -> list:
     return [given.get(n, v) for n, v in zip(names, NO_OPTS)]
 
 
-class NoProgress:
-    def __call__(self, *a, **k):
-        pass
-
-
 @pytest.fixture
 def ctx(data_dir, tmp_path, monkeypatch):
-    settings = app_settings(tmp_path, monkeypatch)
-    return AppContext(settings=settings, server=FakeServer(settings), trainer=FakeTrainer())
+    return scripted_ctx(tmp_path, monkeypatch)
 
 
 def copy(tmp_path, name) -> str:

@@ -9,16 +9,15 @@ from store.adapters import register_adapter
 from store.db import connect
 from training.results import RunMetrics
 from ui.text import loss_bits
-from ui.web.context import AppContext
+
 from ui.web.tabs import adapters as tab_adapters
 from ui.web.tabs import train as tab_train
-from ui_fakes import FakeServer, FakeTrainer, app_settings
+from ui_fakes import scripted_ctx
 
 
 @pytest.fixture
 def ctx(data_dir, tmp_path, monkeypatch):
-    settings = app_settings(tmp_path, monkeypatch)
-    return AppContext(settings=settings, server=FakeServer(settings), trainer=FakeTrainer())
+    return scripted_ctx(tmp_path, monkeypatch)
 
 
 def test_the_name_placeholder_is_the_name_the_run_will_get(ctx, tmp_path):

@@ -19,7 +19,7 @@ from store.db import connect
 from store.redaction import TYPES, RedactionSettings
 from ui.web.context import AppContext, is_admin
 from ui.web.tabs import data as tab_data
-from ui_fakes import FakeServer, FakeTrainer, app_settings
+from ui_fakes import NoProgress, scripted_ctx
 
 EMAIL, PHONE, ORDER = "jo.miller@example.com", "+44 20 7946 0958", "ORD-123456"
 CHATS = [
@@ -31,15 +31,9 @@ CHATS = [
 NO_OPTS = ["auto", "", "", "", ""]
 
 
-class NoProgress:
-    def __call__(self, *a, **k):
-        pass
-
-
 @pytest.fixture
 def ctx(data_dir, tmp_path, monkeypatch):
-    settings = app_settings(tmp_path, monkeypatch)
-    return AppContext(settings=settings, server=FakeServer(settings), trainer=FakeTrainer())
+    return scripted_ctx(tmp_path, monkeypatch)
 
 
 @pytest.fixture

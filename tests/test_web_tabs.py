@@ -18,8 +18,7 @@ from ui.web.tabs import adapters as tab_adapters
 from ui.web.tabs import data as tab_data
 from ui.web.tabs import feedback as tab_feedback
 from ui.web.tabs import train as tab_train
-from ui.web.context import AppContext
-from ui_fakes import FakeServer, FakeTrainer, app_settings
+from ui_fakes import NoProgress, scripted_ctx
 
 BASE = "smollm2-135m-instruct"
 FIXTURES = Path(__file__).parent / "fixtures" / "imports"
@@ -27,13 +26,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "imports"
 
 @pytest.fixture
 def ctx(data_dir, tmp_path, monkeypatch):
-    settings = app_settings(tmp_path, monkeypatch)
-    return AppContext(settings=settings, server=FakeServer(settings), trainer=FakeTrainer())
-
-
-class NoProgress:
-    def __call__(self, *a, **k):
-        pass
+    return scripted_ctx(tmp_path, monkeypatch)
 
 
 def upload(tmp_path, name, text):

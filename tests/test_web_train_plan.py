@@ -11,15 +11,14 @@ import pytest
 
 from store import runs as run_store
 from store.db import connect
-from ui.web.context import AppContext
+
 from ui.web.tabs import train as tab_train
-from ui_fakes import FakeServer, FakeTrainer, app_settings
+from ui_fakes import scripted_ctx
 
 
 @pytest.fixture
 def ctx(data_dir, tmp_path, monkeypatch):
-    settings = app_settings(tmp_path, monkeypatch)
-    return AppContext(settings=settings, server=FakeServer(settings), trainer=FakeTrainer())
+    return scripted_ctx(tmp_path, monkeypatch)
 
 
 def _fields(ctx, dataset="support@1", preset="quick", **over):

@@ -135,3 +135,18 @@ class FakeTrainer:
     def resume(self, run_id: int) -> int:
         self.resumed.append(run_id)
         return 6
+
+
+class NoProgress:
+    """A stand-in for gr.Progress in handler calls made without Gradio."""
+
+    def __call__(self, *a, **k):
+        pass
+
+
+def scripted_ctx(tmp_path, monkeypatch):
+    """The web app's context over the scripted model server and trainer, for handler tests without a browser."""
+    from ui.web.context import AppContext
+
+    settings = app_settings(tmp_path, monkeypatch)
+    return AppContext(settings=settings, server=FakeServer(settings), trainer=FakeTrainer())
