@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     """Disk kept for the checkpoints of failed and cancelled runs (to resume them), newest runs first, in MB.
     0: runs save no checkpoints and cannot be resumed."""
 
+    multi_gpu: Literal["auto", "ddp", "fsdp"] = "auto"
+    """How a run over several GPUs of one machine or Ray worker splits the work: auto picks FSDP when the
+    base model's bf16 weights would fill too much of one GPU, DDP otherwise (training.parallelism)."""
+
     # --- beyond one machine (docs/scaling-out.md) ---
     replica_urls: str = ""
     """vLLM replicas to serve from, as 'http://gpu1:8000,http://gpu2:8000' (started with the filesystem LoRA
@@ -151,6 +155,10 @@ class Settings(BaseSettings):
 
     ray_num_gpus: float = Field(default=0, ge=0)
     """GPUs a Ray training job asks for (entrypoint_num_gpus)."""
+
+    ray_gpu_memory_gib: float = Field(default=80.0, gt=0)
+    """Memory of one GPU of the Ray workers, in GiB: the app cannot see their GPUs, and a job over several of
+    them picks DDP or FSDP by it (training.parallelism)."""
 
     @field_validator("max_lora_rank")
     @classmethod

@@ -1,9 +1,13 @@
-"""Small shared pieces for the serving tests: settings on a fake base model, fake adapter folders, free ports."""
+"""Small shared pieces for the serving tests: settings on a fake base model, fake adapter folders, free ports,
+real servers started in their own process group."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,3 +62,25 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+def start_server(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """A real server (vLLM replica, router) in its own process group, logging to `log`."""
+    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill_server(proc: subprocess.Popen | None) -> None:
+    """SIGKILL the server's whole process group (vLLM's engine core is a child of its API process)."""
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def answers_health(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

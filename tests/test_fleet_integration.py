@@ -11,10 +11,7 @@ router (tuneloop's fallback), one of which is now a URL that does not answer.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,22 +20,11 @@ import httpx
 import pytest
 
 from helpers_adapters import PROMPT, register, train_tiny_adapter
-from serving_helpers import free_port, wait_for
+from serving_helpers import answers_health, free_port, kill_server, start_server, wait_for
 
 BASE = "smollm2-135m-instruct"
 ADAPTER = "zorblax-fleet-v1"
 KEY = "fleet-key"
-
-
-def _start(cmd, env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
 
 
 def _chat(url: str, model: str, *, key: str | None = None) -> httpx.Response:
@@ -93,10 +79,10 @@ def test_replicas_load_a_published_adapter_on_first_use_and_survive_a_dead_one(d
     try:
         for port, log in zip(ports, logs):
             cmd = replica_command(s, port=port)
-            replicas.append(_start(cmd.argv, cmd.env, log))
+            replicas.append(start_server(cmd.argv, cmd.env, log))
         for url, proc, log in zip(urls, replicas, logs):
-            wait_for(lambda: proc.poll() is not None or _answers(url), 400, 2.0)
-            assert proc.poll() is None and _answers(url), log.read_text()[-3000:]
+            wait_for(lambda: proc.poll() is not None or answers_health(url), 400, 2.0)
+            assert proc.poll() is None and answers_health(url), log.read_text()[-3000:]
 
         # Published after the replicas are up: each loads it on first use, nobody calls a load route.
         with connect(s.db_path) as db:
@@ -114,15 +100,15 @@ def test_replicas_load_a_published_adapter_on_first_use_and_survive_a_dead_one(d
         router_bin = shutil.which("vllm-router") or str(Path(sys.executable).parent / "vllm-router")
         if Path(router_bin).exists():
             router_url = f"http://127.0.0.1:{free_port()}"
-            router = _start([router_bin, "--host", "127.0.0.1", "--port", router_url.rsplit(":", 1)[1],
+            router = start_server([router_bin, "--host", "127.0.0.1", "--port", router_url.rsplit(":", 1)[1],
                              "--worker-urls", *urls, "--policy", "round_robin"], {}, tmp_path / "router.log")
-            assert wait_for(lambda: _answers(router_url), 60, 0.5), (tmp_path / "router.log").read_text()[-2000:]
+            assert wait_for(lambda: answers_health(router_url), 60, 0.5), (tmp_path / "router.log").read_text()[-2000:]
             fleet = s.model_copy(update={"router_url": router_url})
             upstreams = [router_url]
         else:  # no router wheel for this platform: tuneloop's own failover over the replicas
             fleet, upstreams = s, urls
         killed_at, results = asyncio.run(_traffic(create_api(fleet, upstream_urls=upstreams), n=12, kill_after=4,
-                                                  kill=lambda: _kill(replicas[1])))
+                                                  kill=lambda: kill_server(replicas[1])))
         after = [(code, text) for started, code, text in results if started > killed_at]
         assert after and all(code == 200 for code, _ in after), after
 
@@ -135,11 +121,5 @@ def test_replicas_load_a_published_adapter_on_first_use_and_survive_a_dead_one(d
     finally:
         for proc in [router, *replicas]:
             if proc is not None:
-                _kill(proc)
+                kill_server(proc)
 
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False

@@ -3,7 +3,8 @@
 The slow test starts a local Ray head on loopback (`ray start --head --block`, in its own process
 group, ended at the end), submits real tiny-model runs through the Ray backend and checks that
 progress reaches the database while they run, that an adapter comes back registered and published,
-that cancel stops a run and that a job killed mid-run ends failed with its log tail.
+that a real vLLM replica reading the adapter store serves it with no load call, that cancel stops a
+run and that a job killed mid-run ends failed with its log tail.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from store import runs
@@ -27,13 +28,8 @@ from store.settings import Settings
 from training import queue, ray_backend, ray_follow
 from training.config import ConfigError
 from training.remote_run import LineProgressCallback, event_line, parse_event
+from serving_helpers import answers_health, free_port, kill_server, start_server
 from training_support import add_dataset, make_tiny_model, support_conversations
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- pure ---
@@ -120,7 +116,7 @@ def _no_runs(settings) -> bool:
 
 
 def test_an_unreachable_cluster_is_refused_before_anything_is_queued(data_dir, tiny_model, tmp_path):
-    s = _settings(data_dir, tiny_model, ray_address=f"http://127.0.0.1:{_free_port()}",
+    s = _settings(data_dir, tiny_model, ray_address=f"http://127.0.0.1:{free_port()}",
                   adapter_store=str(tmp_path / "store"))
     with pytest.raises(ConfigError) as err:
         queue.start_run(s, dataset="Support Chats", preset="quick", max_steps=2)
@@ -155,7 +151,7 @@ def test_a_job_that_ended_without_its_end_event_fails_the_run_with_the_log_tail(
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     temp = tmp_path_factory.mktemp("ray")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
            "RAY_USAGE_STATS_ENABLED": "0"}
@@ -214,7 +210,10 @@ def _job_pid(run_id: int) -> int | None:
 
 
 @pytest.mark.slow
-def test_runs_on_a_ray_cluster_report_progress_cancel_and_fail(ray_head, data_dir, tiny_model, tmp_path):
+def test_runs_on_a_ray_cluster_report_progress_cancel_and_fail(ray_head, data_dir, tiny_model, default_model_dir,
+                                                              tmp_path):
+    from serving.fleet import replica_command
+
     store = tmp_path / "store"
     store.mkdir()
     s = _settings(data_dir, tiny_model, ray_address=ray_head, adapter_store=str(store), replica_model="/models/tiny",
@@ -223,22 +222,44 @@ def test_runs_on_a_ray_cluster_report_progress_cancel_and_fail(ray_head, data_di
         queue.start_run(s.model_copy(update={"ray_num_gpus": 1}), dataset="Support Chats", preset="quick")
     assert _no_runs(s)
 
-    done_id = queue.start_run(s, dataset="Support Chats", preset="quick", max_steps=30, eval_fraction=0)
+    # The run that completes trains the default model, so that a real vLLM replica reading the store
+    # (started now, booting while the job trains) can serve what the job wrote.
+    real = s.model_copy(update={"base_model": str(default_model_dir), "base_model_name": "smollm2",
+                                "replica_model": "", "kv_cache_gib": 1, "max_model_len": 1024, "max_loras": 1,
+                                "max_cpu_loras": 1, "max_lora_rank": 8})
+    replica_url, replica_log = f"http://127.0.0.1:{free_port()}", tmp_path / "replica.log"
+    cmd = replica_command(real, port=int(replica_url.rsplit(":", 1)[1]))
+    replica = start_server(cmd.argv, cmd.env, replica_log)
+    done_id = queue.start_run(real, dataset="Support Chats", preset="quick", max_steps=4, max_seq_len=256,
+                              eval_fraction=0.25)
     try:
         # Progress rows while it runs: written here, by the follower, from the job's stdout.
-        _wait_for(lambda: _run(s, done_id)["status"] == "running" and _run(s, done_id)["step"] >= 1)
+        _wait_for(lambda: _run(s, done_id)["status"] == "running" and _run(s, done_id)["step"] >= 1, timeout=300)
         with connect(s.db_path) as db:
-            assert runs.run_metrics(db, done_id, "tokens_per_second")
-        info = queue.wait(s, done_id, poll_s=0.5, timeout_s=300)
+            assert runs.run_metrics(db, done_id, "tokens_per_second") and runs.run_metrics(db, done_id, "eta_seconds")
+        info = queue.wait(s, done_id, poll_s=0.5, timeout_s=400)
         assert info.status == "completed", (info.error, info.log_tail)
-        assert info.step == 30 and info.loss is not None
+        assert info.step == 4 and info.loss is not None
+        with connect(s.db_path) as db:  # held-out loss, at the start and the end, as a local run reports it
+            held_out = [r for r in runs.run_metrics(db, done_id, "eval_loss") if r["split"] == "eval"]
+        assert {r["step"] for r in held_out} >= {0, 4}, held_out
         with connect(s.db_path) as db:
             adapter = get_adapter(db, info.adapter)
         assert Path(adapter["path"], "adapter_model.safetensors").is_file()
         published = json.loads((store / info.adapter / "adapter_config.json").read_text())
-        assert published["base_model_name_or_path"] == "/models/tiny"
+        assert published["base_model_name_or_path"] == str(default_model_dir)  # the replica's --model
         assert not list((store / ".staging").iterdir())  # the staged copy was taken back and removed
         assert "submitted to the Ray cluster" in Path(info.run_dir, "train.log").read_text()
+
+        # Served: the replica loads it from the store on the first request, with no load call from anyone.
+        assert _wait_for(lambda: replica.poll() is not None or answers_health(replica_url), timeout=400, poll=2)
+        assert replica.poll() is None, replica_log.read_text()[-3000:]
+        r = httpx.post(f"{replica_url}/v1/chat/completions", timeout=120,
+                       json={"model": info.adapter, "max_tokens": 8, "temperature": 0,
+                             "messages": [{"role": "user", "content": "Where is my order?"}]})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"], r.text
+        assert f"Resolved and loaded LoRA adapter '{info.adapter}'" in replica_log.read_text()
+        kill_server(replica)
 
         # Two long runs side by side: one cancelled, one whose job process is killed.
         cancel_id = queue.start_run(s, dataset="Support Chats", preset="quick", max_steps=100_000, eval_fraction=0)
@@ -249,6 +270,7 @@ def test_runs_on_a_ray_cluster_report_progress_cancel_and_fail(ray_head, data_di
         cancelled = queue.wait(s, cancel_id, poll_s=0.5, timeout_s=180)
         killed = queue.wait(s, kill_id, poll_s=0.5, timeout_s=180)
     finally:
+        kill_server(replica)
         for run_id in runs_ids(s):
             run = _run(s, run_id)
             if run["status"] == "running" and run["pid"]:

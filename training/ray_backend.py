@@ -32,7 +32,8 @@ from store.db import connect
 from store.feedback import iter_preference_examples
 from store.settings import Settings
 from training.config import ConfigError, RunConfig
-from training.launch import LOG_NAME, WORKER_MODULE, settings_env, worker_command
+from training.launch import LOG_NAME, WORKER_MODULE, run_plan, settings_env, worker_command
+from training.parallelism import Plan
 from training.remote_run import BUNDLE_FILE, write_bundle
 
 log = logging.getLogger("tuneloop.train")
@@ -121,10 +122,19 @@ def write_run_bundle(settings: Settings, run: dict) -> Path:
                         conversations=conversations, pref_rows=pref_rows, parent_adapter=parent, settings=settings)
 
 
-def job_entrypoint(run_id: int, *, gpus: int = 0) -> str:
+def job_entrypoint(run_id: int, *, gpus: int = 0, plan: Plan | None = None) -> str:
     """The same entry point as a local run, reading its bundle from the job's working directory; over
-    several GPUs of the worker, through `accelerate launch` (DDP), as a local run (training.launch)."""
-    return shlex.join(worker_command([str(run_id), "--job-bundle", BUNDLE_FILE], gpus=gpus, python="python"))
+    several GPUs of the worker, through `accelerate launch` (DDP, or FSDP as `plan` says), as a local run
+    (training.launch)."""
+    return shlex.join(worker_command([str(run_id), "--job-bundle", BUNDLE_FILE], gpus=gpus, plan=plan,
+                                     python="python"))
+
+
+def job_plan(settings: Settings, run: dict) -> tuple[int, Plan]:
+    """(GPUs, plan) of a run's job: the GPUs it asks for, each of TUNELOOP_RAY_GPU_MEMORY_GIB (the app cannot see
+    the workers' GPUs), by the same rule as a local run; the base model is at the same path on the workers."""
+    gpus = int(settings.ray_num_gpus)  # a fraction of a GPU is one process; accelerate wants a whole count
+    return gpus, run_plan(settings, run, gpus=gpus, gpu_memory=int(settings.ray_gpu_memory_gib * 2**30))
 
 
 def runtime_env(bundle_dir: Path) -> dict:
@@ -138,9 +148,10 @@ def runtime_env(bundle_dir: Path) -> dict:
 def launch(settings: Settings, run: dict) -> subprocess.Popen:
     """Submit a claimed run as a Ray job and start its local follower; returns the follower process."""
     bundle = write_run_bundle(settings, run)
+    gpus, plan = job_plan(settings, run)
     client = job_client(settings.ray_address)
     try:
-        job_id = client.submit_job(entrypoint=job_entrypoint(run["id"], gpus=settings.ray_num_gpus),
+        job_id = client.submit_job(entrypoint=job_entrypoint(run["id"], gpus=gpus, plan=plan),
                                    runtime_env=runtime_env(bundle.parent),
                                    submission_id=f"tuneloop-run-{run['id']}-{int(time.time())}",
                                    entrypoint_num_cpus=settings.ray_num_cpus,
@@ -151,6 +162,8 @@ def launch(settings: Settings, run: dict) -> subprocess.Popen:
     run_dir = Path(run["run_dir"])
     with open(run_dir / LOG_NAME, "ab") as logf:
         logf.write(f"submitted to the Ray cluster at {settings.ray_address} as job {job_id}\n".encode())
+        if gpus > 1:
+            logf.write(f"{gpus} GPUs: {plan.reason}\n".encode())
     cmd = [sys.executable, "-m", WORKER_MODULE, str(run["id"]), "--data-dir", str(settings.data_dir),
            "--ray-job", job_id]
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}

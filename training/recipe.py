@@ -28,6 +28,10 @@ What it does, and why:
   GPU, flash-attn's varlen kernel is used when that package is installed (packed rows then skip
   the block-diagonal mask), and Liger's fused kernels when `liger_kernel` is (`gpu_speedups`);
   without them, SDPA and the stock modules. bench/gpu_check.sh measures these choices.
+- Under FSDP (`accelerate launch --use_fsdp`, training.launch: a model too big to copy onto every
+  GPU) the LoRA weights start in the base weights' dtype, so every FSDP unit flattens one dtype, and
+  accelerate keeps the trainable ones in fp32 for the optimizer; at the end all processes gather the
+  sharded adapter, and the first process writes it (`gather_adapter`, `write_adapter`).
 - Seeded: the held-out split, LoRA init and data order all follow `config.seed`.
   `report_to="none"`: progress goes to the store through training.callbacks.
 - The held-out split gives an eval loss at the start (the base model's, or the parent adapter's),
@@ -54,6 +58,8 @@ from training.render import IGNORE_INDEX, render_conversation
 log = logging.getLogger("tuneloop.train")
 
 EVALS_PER_RUN = 5
+# Where `gather_adapter` leaves an FSDP run's full adapter weights on the model, for `write_adapter`.
+GATHERED_ADAPTER = "_tuneloop_gathered_adapter"
 
 
 class NotServable(RuntimeError):
@@ -78,6 +84,11 @@ class Session:
 
 def device_kind() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def fsdp_enabled() -> bool:
+    """True in a process started by `accelerate launch --use_fsdp` (it sets ACCELERATE_USE_FSDP for its processes)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("true", "1")
 
 
 @dataclass(frozen=True)
@@ -126,12 +137,18 @@ def load_model(config: RunConfig, *, parent_adapter_path: str | None = None):
                                                 attn_implementation=speed.attn_implementation)
     # Without a KV cache transformers detects packed rows (restarting position ids) and masks across them.
     base.config.use_cache = False
+    # FSDP flattens the weights of each wrapped unit into one tensor, which must have one dtype ("Must flatten
+    # tensors with uniform dtype" when fp32 LoRA weights share a unit with bf16 base weights). So under FSDP the
+    # LoRA weights start in the base weights' dtype; accelerate then upcasts the trainable units to fp32 when it
+    # wraps the model under bf16 mixed precision, and the optimizer still updates fp32 LoRA weights.
+    fp32_adapter = not fsdp_enabled()
     if parent_adapter_path:
-        model = PeftModel.from_pretrained(base, parent_adapter_path, is_trainable=True)
+        model = PeftModel.from_pretrained(base, parent_adapter_path, is_trainable=True,
+                                          autocast_adapter_dtype=fp32_adapter)
     else:
         lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                           target_modules=config.target_modules, bias="none", task_type="CAUSAL_LM")
-        model = get_peft_model(base, lora)
+        model = get_peft_model(base, lora, autocast_adapter_dtype=fp32_adapter)
     check_servable(model.peft_config["default"], max_rank=None)
     return model
 
@@ -292,7 +309,22 @@ def train(session: Session, *, resume_from: Path | str | None = None) -> RunMetr
         each = sum(len(e["input_ids"]) for e in eval_sample(session.split.eval, plan.sample, session.config.seed)) \
             if plan is not None else full
         result.eval_tokens = in_run * each + (len(evals) - in_run) * full
+    if fsdp_enabled():
+        gather_adapter(session.model, trainer)
     return result
+
+
+def gather_adapter(model, trainer) -> None:
+    """Under FSDP: gather the adapter's full weights into the first process's memory, for `write_adapter`.
+
+    Every process holds a shard of every weight, and only the first one writes the adapter (training.worker,
+    training.remote_run), which alone cannot gather: every process must call this. accelerate's full state
+    dict passes the whole model through the first process's CPU memory once, unit by unit (as loading did);
+    only the LoRA weights are kept.
+    """
+    state = trainer.accelerator.get_state_dict(trainer.model)
+    if trainer.accelerator.is_main_process:
+        setattr(model, GATHERED_ADAPTER, {k: v for k, v in state.items() if "lora_" in k})
 
 
 def save_adapter(session: Session, path: Path | str, *, max_rank: int | None = None) -> Path:
@@ -310,7 +342,11 @@ def write_adapter(model, base_model: str, path: Path | str, *, max_rank: int | N
     lora = model.peft_config["default"]
     check_servable(lora, max_rank=max_rank)
     lora.base_model_name_or_path = base_model
-    model.save_pretrained(str(path), selected_adapters=["default"])
+    gathered = getattr(model, GATHERED_ADAPTER, None)
+    if gathered is None and fsdp_enabled():
+        # The model's own weights are shards here: saving them would write a broken adapter.
+        raise RuntimeError("under FSDP only an SFT phase gathers the sharded adapter to save it (recipe.train)")
+    model.save_pretrained(str(path), selected_adapters=["default"], state_dict=gathered)
     cfg = json.loads((path / "adapter_config.json").read_text())
     if cfg.get("modules_to_save"):
         raise NotServable(f"saved adapter has modules_to_save={cfg['modules_to_save']}")
