@@ -40,24 +40,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx  # noqa: E402
 
+from serving_helpers import answers_health, free_port, start_server  # noqa: E402
+
 PROMPT = "My order arrived damaged. What should I do?"
-
-
-def start(cmd, env, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
-    while not answers(url):
+    while not answers_health(url):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"{url} did not start:\n{log.read_text()[-2000:]}")
         time.sleep(1)
@@ -136,7 +126,6 @@ def main() -> None:
 
     from serving.fleet import replica_command
     from serving.service import Serving
-    from serving_helpers import free_port
     from store.settings import Settings
     from training.default_model import prepare_default_model
 
@@ -154,12 +143,12 @@ def main() -> None:
         for i, port in enumerate(ports):
             cmd = replica_command(s, port=port)
             env = {**cmd.env, "VLLM_CPU_OMP_THREADS_BIND": str(i)} if args.one_core_each else cmd.env
-            procs.append(start(cmd.argv, env, work / f"replica-{i}.log"))
+            procs.append(start_server(cmd.argv, env, work / f"replica-{i}.log"))
         for i, (url, proc) in enumerate(zip(urls, procs)):
             wait(url, proc, work / f"replica-{i}.log")
         router = f"http://127.0.0.1:{free_port()}"
         router_bin = shutil.which("vllm-router") or str(Path(sys.executable).parent / "vllm-router")
-        procs.append(start([router_bin, "--host", "127.0.0.1", "--port", router.rsplit(":", 1)[1], "--worker-urls",
+        procs.append(start_server([router_bin, "--host", "127.0.0.1", "--port", router.rsplit(":", 1)[1], "--worker-urls",
                             *urls, "--policy", "round_robin"], {}, work / "router.log"))
         wait(router, procs[-1], work / "router.log", 60)
 

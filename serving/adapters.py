@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from serving.chat import DOWN_HINT
 from store.adapters import AdapterNotFound, get_adapter, list_adapters, set_load_error, set_status, \
     validate_adapter_name
 from store.db import connect
@@ -120,7 +121,7 @@ class VllmAdmin:
             return self._client.request(method, route, **kwargs)
         except httpx.HTTPError as exc:
             raise ServerUnavailable(f"the model server at {self.url} does not answer ({exc.__class__.__name__}): "
-                                    "start it with `tuneloop serve`") from None
+                                    f"{DOWN_HINT}") from None
 
     def models(self) -> list[dict]:
         response = self._request("GET", "/v1/models")

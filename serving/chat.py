@@ -73,6 +73,12 @@ class StreamEnd(str):
         return self.finish_reason == "length"
 
 
+# What to do about a model server that does not answer, for one local server, an external one and a fleet alike
+# (the other model-server clients, serving.adapters and serving.evaluation.runner, say the same).
+DOWN_HINT = ("is it running? `tuneloop serve` starts the local one; `tuneloop replicas` checks a fleet's "
+             "(TUNELOOP_REPLICA_URLS); TUNELOOP_VLLM_URL names another")
+
+
 class ChatClient:
     """Chat with the base model or an adapter on a vLLM server (or the app's own OpenAI API).
 
@@ -133,8 +139,7 @@ class ChatClient:
             if state == "failed":
                 return ChatError("the model server failed and was not restarted; see the vLLM log "
                                  "(`tuneloop serve` prints where it is)", kind="down")
-            return ChatError(f"{where} is not reachable: start it with `tuneloop serve` (or set TUNELOOP_VLLM_URL "
-                             "to a running vLLM server)", kind="down")
+            return ChatError(f"{where} is not reachable: {DOWN_HINT}", kind="down")
         if isinstance(exc, openai.NotFoundError):
             if model:
                 return ChatError(f"model {model!r} is not loaded on the server: pick another one, or load it with "

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from serving.vllm_args import VllmCommand, build_vllm_command, cpu_has_native_bf16, resolve_target
+from serving.vllm_args import VllmCommand, build_vllm_command, cpu_has_native_bf16, resolve_target, server_url
 from store.settings import Settings
 
 PROBE_TIMEOUT_S = 3.0
@@ -48,6 +48,26 @@ def upstreams(settings: Settings) -> list[str]:
     if settings.router_url.strip():
         return [settings.router_url.strip().rstrip("/").removesuffix("/v1")]
     return replica_urls(settings)
+
+
+def model_server_url(settings: Settings, *, first_up: bool = False) -> str:
+    """Where the app's own requests go (chat, evaluations, adapter statuses; /v1 has its own failover): the one
+    vLLM server (local, or TUNELOOP_VLLM_URL), else the fleet's router, else its first replica, or with
+    `first_up` its first replica that answers now."""
+    if not is_fleet(settings):
+        return server_url(settings)
+    urls = upstreams(settings)
+    if first_up and not settings.router_url.strip():
+        return next((u for u in urls if probe_replica(u, timeout=1.0).up), urls[0])
+    return urls[0]
+
+
+def adapter_manager(settings: Settings):
+    """An AdapterManager for the configured server: a fleet answers through FleetAdmin (models from the replicas
+    and the store; nothing is loaded by a call), one server through its own admin routes."""
+    from serving.adapters import AdapterManager
+
+    return AdapterManager(settings, model_server_url(settings), admin=FleetAdmin(settings) if is_fleet(settings) else None)
 
 
 def replica_command(settings: Settings, *, port: int, host: str = "127.0.0.1", store: str | None = None,
@@ -185,6 +205,7 @@ class FleetAdmin:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.url = ", ".join(upstreams(settings))  # what messages name as "the model server"
 
     def close(self) -> None:
         pass

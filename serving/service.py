@@ -22,8 +22,8 @@ from serving.adapters import AdapterManager, ModelStatus, ServerUnavailable
 from serving.api import create_api
 from serving.chat import ChatClient, SamplingParams
 from serving.evaluation.auto import AutoEvaluator
-from serving.fleet import FleetAdmin, fleet_health, health_line, is_fleet, probe_replica, upstreams
-from serving.vllm_args import command_for, server_url
+from serving.fleet import adapter_manager, fleet_health, health_line, is_fleet, model_server_url, upstreams
+from serving.vllm_args import command_for
 from serving.vllm_process import Supervisor, VllmStartError, probe, wait_until_ready
 from store.adapters import list_adapters
 from store.db import connect
@@ -45,7 +45,7 @@ class Serving:
         # Several vLLM replicas (serving.fleet): nothing started here, nothing hot-loaded.
         self.fleet = is_fleet(settings)
         self.external = bool(settings.vllm_url) or self.fleet
-        self.url = upstreams(settings)[0] if self.fleet else server_url(settings)
+        self.url = model_server_url(settings)
         self._fleet_lines: dict[str, str] = {}
         self.supervisor = supervisor
         if self.supervisor is None and not self.external:
@@ -147,7 +147,7 @@ class Serving:
 
     def manager(self) -> AdapterManager:
         """A fresh manager (its own HTTP client): use one per thread, as a context manager."""
-        return AdapterManager(self.settings, self.url, admin=FleetAdmin(self.settings) if self.fleet else None)
+        return adapter_manager(self.settings)
 
     def _on_server_ready(self) -> None:
         """After every (re)start: load all registered adapters; the watcher takes newer ones from here."""
@@ -230,10 +230,7 @@ class Serving:
                 (log.info if h.up else log.warning)("%s", line)
 
     def chat_client(self) -> ChatClient:
-        url = self.url
-        if self.fleet and not self.settings.router_url.strip():  # no router: the first replica that is up
-            url = next((u for u in upstreams(self.settings) if probe_replica(u, timeout=1.0).up), self.url)
-        return ChatClient(url, server_state=lambda: self.state)
+        return ChatClient(model_server_url(self.settings, first_up=True), server_state=lambda: self.state)
 
     def stream(self, model: str, messages: list[dict], params: SamplingParams = SamplingParams()) -> Iterator[str]:
         """Stream one answer; raises serving.chat.ChatError with a message for the user."""

@@ -526,3 +526,9 @@ def m007_generation_defaults(db: Database) -> None:
          "updated_by": str},
         pk="model", not_null={"updated_at"}, defaults={"updated_by": ""},
     )
+
+
+@migrations()
+def m013_ray_jobs(db: Database) -> None:
+    """The Ray job a run ran as (training.ray_follow sets it), shown with the run; NULL for a local run."""
+    db["runs"].add_column("ray_job", str)

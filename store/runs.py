@@ -87,6 +87,10 @@ def set_pid(db: Database, run_id: int, pid: int) -> None:
     db.execute("update runs set pid = ? where id = ?", [pid, run_id])
 
 
+def set_ray_job(db: Database, run_id: int, job_id: str) -> None:
+    db.execute("update runs set ray_job = ? where id = ?", [job_id, run_id])
+
+
 def update_progress(db: Database, run_id: int, *, step: int, total_steps: int | None = None) -> None:
     """The trainer's heartbeat: the current optimizer step (and the total once known)."""
     if total_steps is None:

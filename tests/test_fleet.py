@@ -255,3 +255,32 @@ def test_the_adapters_tab_replicas_panel_names_a_dead_replica(fleet_settings):
     text = replicas_markdown(fleet_settings.model_copy(update={"replica_urls": dead}))
     assert f"| replica {dead} | **down**: does not answer (ConnectError) | – | – | – |" in text
     assert "not an http(s) URL" in replicas_markdown(fleet_settings.model_copy(update={"replica_urls": "gpu:1"}))
+
+
+def test_cli_chat_and_adapter_statuses_go_to_the_fleet_not_a_local_server(fleet_settings, tmp_path, monkeypatch):
+    """With replicas configured, `tuneloop chat` asks the first replica that answers and `tuneloop adapters` reads
+    the replicas and the store; neither looks for a local vLLM (which a fleet box does not run)."""
+    from typer.testing import CliRunner
+
+    from fake_vllm import FakeVllm
+    from ui.cli import app
+
+    _registered(fleet_settings, "a-v1", tmp_path)
+    adapter_store.publish(fleet_settings, "a-v1", tmp_path / "adapters" / "a-v1")
+    dead = f"http://127.0.0.1:{free_port()}"
+    with FakeVllm(free_port(), served_name="base") as replica:
+        alive = f"http://127.0.0.1:{replica.server_port}"
+        for key, value in (("BASE_MODEL", fleet_settings.base_model), ("BASE_MODEL_NAME", "base"),
+                           ("ADAPTER_STORE", fleet_settings.adapter_store), ("REPLICA_URLS", f"{dead},{alive}"),
+                           ("VLLM_PORT", str(free_port()))):
+            monkeypatch.setenv(f"TUNELOOP_{key}", value)
+        assert fleet.model_server_url(fleet_settings.model_copy(update={"replica_urls": f"{dead},{alive}"}),
+                                      first_up=True) == alive
+        runner = CliRunner()
+        chat = runner.invoke(app, ["chat", "--model", "base", "--temperature", "0", "where is my parcel"])
+        assert chat.exit_code == 0 and "base: where is my parcel" in chat.output, chat.output
+        listed = runner.invoke(app, ["adapters", "--json"])
+        assert listed.exit_code == 0, listed.output
+        report = json.loads(listed.output)
+        assert report["server_up"] and report["server"] == f"{dead}, {alive}"
+        assert {m["name"]: m["status"] for m in report["models"]}["a-v1"] == "loaded"

@@ -239,7 +239,10 @@ def test_runs_on_a_ray_cluster_report_progress_cancel_and_fail(ray_head, data_di
             assert runs.run_metrics(db, done_id, "tokens_per_second") and runs.run_metrics(db, done_id, "eta_seconds")
         info = queue.wait(s, done_id, poll_s=0.5, timeout_s=400)
         assert info.status == "completed", (info.error, info.log_tail)
-        assert info.step == 4 and info.loss is not None
+        assert info.step == 4 and info.loss is not None and info.ray_job.startswith(f"tuneloop-run-{done_id}-")
+        from ui.web.tabs.train import run_summary
+
+        assert f"on the Ray cluster as job `{info.ray_job}`" in run_summary(_run(s, done_id), info)
         with connect(s.db_path) as db:  # held-out loss, at the start and the end, as a local run reports it
             held_out = [r for r in runs.run_metrics(db, done_id, "eval_loss") if r["split"] == "eval"]
         assert {r["step"] for r in held_out} >= {0, 4}, held_out

@@ -41,8 +41,8 @@ def test_unknown_model_is_a_clear_error(server):
     assert info.value.kind == "unknown_model"
 
 
-def test_server_down_says_how_to_start_it():
-    with pytest.raises(ChatError, match="not reachable.*tuneloop serve") as info:
+def test_server_down_says_how_to_start_it_or_check_a_fleet():
+    with pytest.raises(ChatError, match="not reachable.*tuneloop serve.*tuneloop replicas") as info:
         ChatClient(f"http://127.0.0.1:{free_port()}").complete("base", [{"role": "user", "content": "x"}])
     assert info.value.kind == "down"
 

@@ -69,6 +69,8 @@ class RunProgress:
     """The step a failed or cancelled run can resume from (its last checkpoint); None when it cannot."""
     step_seconds: float | None = None
     """Mean seconds of training per optimizer step so far (evaluation time excluded)."""
+    ray_job: str | None = None
+    """The Ray job the run runs as, on the cluster at TUNELOOP_RAY_ADDRESS; None for a local run."""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -186,7 +188,7 @@ def describe(db: Database, run: dict) -> RunProgress:
         error=run["error"], log_tail=run["log_tail"] if run["status"] == "failed" else None,
         metrics=RunMetrics.from_dict(run["metrics"]) if run["metrics"] else None, run_dir=run["run_dir"],
         excluded_conversations=len(run["config"].get("excluded_conversation_ids") or ()), created_at=run["created_at"], started_at=run["started_at"], finished_at=run["finished_at"],
-        resume_step=resumable_step(run), step_seconds=value("step_seconds"),
+        resume_step=resumable_step(run), step_seconds=value("step_seconds"), ray_job=run.get("ray_job"),
     )
 
 

@@ -46,6 +46,9 @@ JOB_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_WAIT_P
            "PYTHONUNBUFFERED": "1", "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_S)}
 
 
+QUIET_RAY_LOGGERS = ("ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_env.packaging")
+
+
 class RayUnavailable(ConnectionError):
     """The cluster cannot take the run now (a queued run that reaches it is marked failed with this)."""
 
@@ -150,6 +153,9 @@ def launch(settings: Settings, run: dict) -> subprocess.Popen:
     bundle = write_run_bundle(settings, run)
     gpus, plan = job_plan(settings, run)
     client = job_client(settings.ray_address)
+    # Ray logs each package it uploads at INFO ("Uploading package gcs://..."), into the CLI's output.
+    for name in QUIET_RAY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         job_id = client.submit_job(entrypoint=job_entrypoint(run["id"], gpus=gpus, plan=plan),
                                    runtime_env=runtime_env(bundle.parent),

@@ -48,6 +48,7 @@ def follow(settings: Settings, run_id: int, job_id: str, *, poll_s: float = POLL
     client = job_client(settings.ray_address)
     with connect(settings.db_path) as db:
         run_dir = Path(runs.get_run(db, run_id)["run_dir"])
+        runs.set_ray_job(db, run_id, job_id)
     log_path = run_dir / LOG_NAME
     seen, pending, end, stop_sent = 0, "", None, False
     while True:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Protocol, Sequence
 
+from serving.chat import DOWN_HINT
 from serving.evaluation.checks import Check, GroundingIndex, parse_checks
 from serving.evaluation.judge import JudgeClient, JudgeConfig, JudgeUnavailable, JudgeVerdict
 from serving.evaluation.scoring import score_answer
@@ -163,7 +164,7 @@ class OpenAIAsker:
                                     f"{_message(exc)[:300]}") from None
         except openai.APIError as exc:
             raise ServerUnavailable(f"the model server at {self.base_url} is not reachable "
-                                    f"({type(exc).__name__}): start it with `tuneloop serve`") from None
+                                    f"({type(exc).__name__}): {DOWN_HINT}") from None
         choice = done.choices[0] if done.choices else None
         if choice is None:
             return Answer("", None, "the server returned no choice")

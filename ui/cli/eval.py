@@ -72,7 +72,7 @@ def run(
     from serving.evaluation.baseline import UnknownBaseline, resolve_baseline
     from serving.evaluation.embedding import Embedder, EmbeddingModelMissing
     from serving.evaluation.runner import EvalError, EvalSettings, execute_eval_run, load_summary, plan_eval_run
-    from serving.vllm_args import server_url
+    from serving.fleet import model_server_url
     from store.evaluations import EvalSetNotFound
 
     s = settings()
@@ -101,7 +101,7 @@ def run(
     if not as_json:
         typer.echo(f"eval run {run_id}: {candidate} against {baseline} on {spec}")
     try:
-        execute_eval_run(s.db_path, run_id, base_url=server_url(s),
+        execute_eval_run(s.db_path, run_id, base_url=model_server_url(s, first_up=True),
                          judge_api_key=judge_cfg.api_key if judge_cfg else "", embedder=embedder, progress=show)
     except EvalError as exc:
         fail(f"eval run {run_id} failed: {exc}", as_json=as_json)

@@ -47,11 +47,11 @@ def chat(
 ) -> None:
     """Ask the base model or an adapter one question; the answer streams to the terminal."""
     from serving.chat import ChatClient, ChatError, SamplingParams
-    from serving.vllm_args import server_url
+    from serving.fleet import model_server_url
 
     s = settings()
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=tuple(stop))
-    client = ChatClient(server_url(s))
+    client = ChatClient(model_server_url(s, first_up=True))
     try:
         for piece in client.ask(model or s.served_base_name, message, system_prompt=system, params=params):
             typer.echo(piece, nl=False)
@@ -66,11 +66,9 @@ adapters_app = typer.Typer(help="List adapters with their status, and load, unlo
 app.add_typer(adapters_app, name="adapters")
 
 def manager():
-    from serving.adapters import AdapterManager
-    from serving.vllm_args import server_url
+    from serving.fleet import adapter_manager
 
-    s = settings()
-    return AdapterManager(s, server_url(s))
+    return adapter_manager(settings())
 
 @adapters_app.callback()
 def adapters(ctx: typer.Context,
@@ -78,6 +76,8 @@ def adapters(ctx: typer.Context,
     """List the base model and adapters: loaded, available, failed (with why) or archived."""
     if ctx.invoked_subcommand is not None:
         return
+    from serving.chat import DOWN_HINT
+
     with manager() as m:
         statuses = m.statuses()
         up = m.server_models() is not None
@@ -85,8 +85,8 @@ def adapters(ctx: typer.Context,
         emit_json({"server": m.admin.url, "server_up": up, "models": [_public(st) for st in statuses]})
         return
     if not up:
-        typer.secho(f"the model server at {m.admin.url} is not running: statuses come from the registry "
-                    "(`tuneloop serve` starts it)", fg=typer.colors.YELLOW, err=True)
+        typer.secho(f"the model server at {m.admin.url} does not answer, so statuses come from the registry: "
+                    f"{DOWN_HINT}", fg=typer.colors.YELLOW, err=True)
     rows = [("NAME", "KIND", "STATUS", "RANK", "CREATED", "NOTE")]
     for st in statuses:
         a = st.adapter

@@ -162,6 +162,8 @@ def runs_show(run_id: int = typer.Argument(..., help="Run id."),
         emit_json(info.to_json())
         return
     typer.echo(progress_line(info))
+    if info.ray_job:
+        typer.echo(f"ran on the Ray cluster as job {info.ray_job}")
     if info.status in ("completed", "failed", "cancelled"):
         typer.echo(final_line(info))
     if info.log_tail:

@@ -151,9 +151,9 @@ def set_items(ctx: AppContext, ref: str | None) -> str:
 # ------------------------------------------------------------------ running an evaluation
 
 def server_url(ctx: AppContext) -> str:
-    from serving.vllm_args import server_url as configured
+    from serving.fleet import model_server_url
 
-    return getattr(ctx.server, "url", None) or configured(ctx.settings)
+    return getattr(ctx.server, "url", None) or model_server_url(ctx.settings, first_up=True)
 
 
 def embedder_for(ctx: AppContext):

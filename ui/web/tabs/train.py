@@ -275,7 +275,8 @@ def run_summary(run: dict, info: RunProgress, settings=None) -> str:
     if run["status"] == "running" and info.cancel_requested:
         status = "cancelling (stops after the current step)"
     lines = [f"**Run {run['id']}**: {status} · dataset **{html.escape(str(info.dataset or '?'))}** · "
-             f"from {html.escape(started_from)} · preset {html.escape(str(info.preset or '?'))}"]
+             f"from {html.escape(started_from)} · preset {html.escape(str(info.preset or '?'))}"
+             + (f" · on the Ray cluster as job `{html.escape(info.ray_job)}`" if info.ray_job else "")]
     if info.adapter:
         lines.append(f"Made adapter **{html.escape(info.adapter)}**: compare it with the base model in the "
                      "Compare tab.")
