@@ -67,7 +67,8 @@ def adapter_manager(settings: Settings):
     and the store; nothing is loaded by a call), one server through its own admin routes."""
     from serving.adapters import AdapterManager
 
-    return AdapterManager(settings, model_server_url(settings), admin=FleetAdmin(settings) if is_fleet(settings) else None)
+    admin = FleetAdmin(settings) if is_fleet(settings) else None
+    return AdapterManager(settings, model_server_url(settings), admin=admin)
 
 
 def replica_command(settings: Settings, *, port: int, host: str = "127.0.0.1", store: str | None = None,
