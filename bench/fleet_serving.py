@@ -40,7 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx  # noqa: E402
 
-from serving_helpers import answers_health, free_port, start_server  # noqa: E402
+from serving_helpers import answers_health, free_port, kill_server, start_server  # noqa: E402
 
 PROMPT = "My order arrived damaged. What should I do?"
 
@@ -90,23 +90,16 @@ def new_adapter_to_answer(url: str, name: str, out: Path, model_dir: Path, finis
     return time.monotonic() - t0
 
 
-def register_and_publish(settings, name: str, path: Path) -> None:
-    from helpers_adapters import register
+def register(settings, name: str, path: Path, *, publish: bool) -> None:
+    """What the worker does with a finished run's adapter: register it, and publish it when there is a store."""
+    from helpers_adapters import register as register_adapter
     from store.adapter_store import publish_registered
     from store.db import connect
 
     with connect(settings.db_path) as db:
-        register(db, settings, name, path)
-        if publish_registered(db, settings, name, path) is None:
+        register_adapter(db, settings, name, path)
+        if publish and publish_registered(db, settings, name, path) is None:
             raise SystemExit(f"{name} was not published")
-
-
-def register_only(settings, name: str, path: Path) -> None:
-    from helpers_adapters import register
-    from store.db import connect
-
-    with connect(settings.db_path) as db:
-        register(db, settings, name, path)
 
 
 def load_directly(url: str, name: str, path: Path) -> None:
@@ -120,8 +113,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--one-core-each", action="store_true",
-                    help="bind replica i to core i (VLLM_CPU_OMP_THREADS_BIND), as if each were its own 1-core machine; "
-                         "by default both bind every core, as vLLM-CPU does on its own")
+                    help="bind replica i to core i (VLLM_CPU_OMP_THREADS_BIND), as if each were its own 1-core "
+                         "machine; by default both bind every core, as vLLM-CPU does on its own")
     args = ap.parse_args()
 
     from serving.fleet import replica_command
@@ -148,25 +141,26 @@ def main() -> None:
             wait(url, proc, work / f"replica-{i}.log")
         router = f"http://127.0.0.1:{free_port()}"
         router_bin = shutil.which("vllm-router") or str(Path(sys.executable).parent / "vllm-router")
-        procs.append(start_server([router_bin, "--host", "127.0.0.1", "--port", router.rsplit(":", 1)[1], "--worker-urls",
-                            *urls, "--policy", "round_robin"], {}, work / "router.log"))
+        procs.append(start_server([router_bin, "--host", "127.0.0.1", "--port", router.rsplit(":", 1)[1],
+                                   "--worker-urls", *urls, "--policy", "round_robin"], {}, work / "router.log"))
         wait(router, procs[-1], work / "router.log", 60)
 
         load = dict(requests=args.requests, concurrency=args.concurrency, max_tokens=args.max_tokens)
         one = throughput(urls[0], "base", **load)
         two = throughput(router, "base", **load)
         cores = "one core each" if args.one_core_each else "both on every core"
-        print(f"throughput ({cores}), {args.requests} requests x {args.max_tokens} tokens, {args.concurrency} concurrent: "
-              f"one replica {one:.0f} tok/s, two replicas behind vllm-router {two:.0f} tok/s, ratio {two / one:.2f}")
+        print(f"throughput ({cores}), {args.requests} requests x {args.max_tokens} tokens, "
+              f"{args.concurrency} concurrent: one replica {one:.0f} tok/s, two replicas behind vllm-router "
+              f"{two:.0f} tok/s, ratio {two / one:.2f}")
 
         single = Settings(_env_file=None, data_dir=work / "single", base_model=str(model_dir),
                           base_model_name="base", vllm_url=urls[1])
         fleet_s = new_adapter_to_answer(router, "new-v1", work / "adapters" / "new-v1", model_dir,
-                                        lambda name, path: register_and_publish(s, name, path))
+                                        lambda name, path: register(s, name, path, publish=True))
         with Serving(single) as serving:  # the app's watcher, polling the registry every 5 s
             serving.wait_ready(600)
             single_s = new_adapter_to_answer(urls[1], "new-v2", work / "adapters" / "new-v2", model_dir,
-                                             lambda name, path: register_only(single, name, path))
+                                             lambda name, path: register(single, name, path, publish=False))
         direct_s = new_adapter_to_answer(urls[1], "new-v3", work / "adapters" / "new-v3", model_dir,
                                          lambda name, path: load_directly(urls[1], name, path))
         print(f"run finished to first answer from the new adapter: fleet (publish to the store, loaded by a "
@@ -175,8 +169,7 @@ def main() -> None:
               f"alone, without the watcher's 0-5 s wait: {direct_s:.2f} s, ratio {fleet_s / direct_s:.2f}")
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 9)
+            kill_server(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

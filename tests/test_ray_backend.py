@@ -213,22 +213,22 @@ def _job_pid(run_id: int) -> int | None:
 def test_runs_on_a_ray_cluster_report_progress_cancel_and_fail(ray_head, data_dir, tiny_model, default_model_dir,
                                                               tmp_path):
     from serving.fleet import replica_command
+    from ui.web.tabs.train import run_summary
 
     store = tmp_path / "store"
     store.mkdir()
-    s = _settings(data_dir, tiny_model, ray_address=ray_head, adapter_store=str(store), replica_model="/models/tiny",
-                  train_concurrency=2)
+    s = _settings(data_dir, tiny_model, ray_address=ray_head, adapter_store=str(store), train_concurrency=2)
     with pytest.raises(ConfigError, match="no node of the Ray cluster"):  # asks for a GPU the cluster lacks
         queue.start_run(s.model_copy(update={"ray_num_gpus": 1}), dataset="Support Chats", preset="quick")
     assert _no_runs(s)
 
     # The run that completes trains the default model, so that a real vLLM replica reading the store
     # (started now, booting while the job trains) can serve what the job wrote.
-    real = s.model_copy(update={"base_model": str(default_model_dir), "base_model_name": "smollm2",
-                                "replica_model": "", "kv_cache_gib": 1, "max_model_len": 1024, "max_loras": 1,
-                                "max_cpu_loras": 1, "max_lora_rank": 8})
-    replica_url, replica_log = f"http://127.0.0.1:{free_port()}", tmp_path / "replica.log"
-    cmd = replica_command(real, port=int(replica_url.rsplit(":", 1)[1]))
+    real = s.model_copy(update={"base_model": str(default_model_dir), "base_model_name": "smollm2", "kv_cache_gib": 1,
+                                "max_model_len": 1024, "max_loras": 1, "max_cpu_loras": 1, "max_lora_rank": 8})
+    port, replica_log = free_port(), tmp_path / "replica.log"
+    replica_url = f"http://127.0.0.1:{port}"
+    cmd = replica_command(real, port=port)
     replica = start_server(cmd.argv, cmd.env, replica_log)
     done_id = queue.start_run(real, dataset="Support Chats", preset="quick", max_steps=4, max_seq_len=256,
                               eval_fraction=0.25)
@@ -240,8 +240,6 @@ def test_runs_on_a_ray_cluster_report_progress_cancel_and_fail(ray_head, data_di
         info = queue.wait(s, done_id, poll_s=0.5, timeout_s=400)
         assert info.status == "completed", (info.error, info.log_tail)
         assert info.step == 4 and info.loss is not None and info.ray_job.startswith(f"tuneloop-run-{done_id}-")
-        from ui.web.tabs.train import run_summary
-
         assert f"on the Ray cluster as job `{info.ray_job}`" in run_summary(_run(s, done_id), info)
         with connect(s.db_path) as db:  # held-out loss, at the start and the end, as a local run reports it
             held_out = [r for r in runs.run_metrics(db, done_id, "eval_loss") if r["split"] == "eval"]
