@@ -11,9 +11,11 @@ import re
 import threading
 import time
 from contextlib import contextmanager
+from html import unescape
 from pathlib import Path
 
 import pytest
+from markdown_it import MarkdownIt
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -162,6 +164,21 @@ def set_slider(page, elem_id: str, value, timeout: float = 20.0) -> None:
 def bot_texts(page, elem_id: str) -> list[str]:
     """The text of every model answer in chatbot `#elem_id`."""
     return page.locator(f"#{elem_id} .message-row.bot-row .message-content").all_inner_texts()
+
+
+def words(text: str) -> list[str]:
+    """The words of `text`, without numbers or punctuation (see `shown_words`)."""
+    return re.findall(r"[^\W\d_]+", text)
+
+
+def shown_words(markdown: str) -> list[str]:
+    """The words a reader sees once `markdown` is rendered: markup (`**`, list markers, link targets) dropped.
+
+    A stored answer is markdown and the chatbot shows it rendered, so compare `shown_words(stored)` with
+    `words(shown)`. Numbers are left out because ordered-list numbers are drawn by CSS, not in the text.
+    """
+    html = MarkdownIt("commonmark").render(markdown)
+    return words(unescape(re.sub(r"<[^>]+>", " ", html)))
 
 
 def wait_text(page, selector: str, pattern: str, timeout: float = 60.0) -> str:

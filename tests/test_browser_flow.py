@@ -21,8 +21,8 @@ import time
 import pytest
 
 from browser_support import (
-    Shots, bot_texts, browser, choose, fill_number, open_app, require_chromium, serve, tab, type_custom,
-    wait_text, wait_value,
+    Shots, bot_texts, browser, choose, fill_number, open_app, require_chromium, serve, shown_words, tab,
+    type_custom, wait_text, wait_value, words,
 )
 from serving_helpers import free_port
 from store.db import connect
@@ -206,8 +206,8 @@ def test_upload_train_compare_rate(stack, tmp_path):
         assert json.loads(up["models"]) == {"model": adapter} and json.loads(down["models"]) == {"model": BASE}
         up_msg, down_msg = db["chat_messages"].get(up["message_id"]), db["chat_messages"].get(down["message_id"])
         assert up_msg["model"] == adapter and down_msg["model"] == BASE
-        assert up_msg["content"].split() == answer_b.split()
-        assert down_msg["content"].split() == answer_a.split()
+        assert shown_words(up_msg["content"]) == words(answer_b)
+        assert shown_words(down_msg["content"]) == words(answer_a)
         assert all(r["user"].startswith("guest-") for r in rows.values())
 
 
