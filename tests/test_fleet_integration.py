@@ -120,6 +120,5 @@ def test_replicas_load_a_published_adapter_on_first_use_and_survive_a_dead_one(d
         assert [code for _, code, _ in results] == [200] * 4, results
     finally:
         for proc in [router, *replicas]:
-            if proc is not None:
-                kill_server(proc)
+            kill_server(proc)
 

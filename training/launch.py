@@ -41,7 +41,7 @@ def launch(settings: Settings, run: dict) -> subprocess.Popen:
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with open(run_dir / LOG_NAME, "ab") as logf:
         if plan is not None:
-            logf.write(f"{gpus} GPUs: {plan.reason}\n".encode())
+            logf.write(f"{plan.reason}\n".encode())
             logf.flush()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
                                 cwd=_project_root(), start_new_session=True, close_fds=True)

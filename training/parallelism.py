@@ -143,4 +143,4 @@ def plan_for(model: str | Path, *, gpus: int, gpu_memory: int | None, override: 
     strategy, reason = choose(params=count_parameters(model), gpus=gpus, gpu_memory=gpu_memory, override=override,
                               preference=preference)
     config = read_config(model) if strategy == "fsdp" else None
-    return Plan(strategy, reason, decoder_layer_class(config) if config else None)
+    return Plan(strategy, f"{gpus} GPUs: {reason}", decoder_layer_class(config) if config else None)

@@ -169,7 +169,7 @@ def launch(settings: Settings, run: dict) -> subprocess.Popen:
     with open(run_dir / LOG_NAME, "ab") as logf:
         logf.write(f"submitted to the Ray cluster at {settings.ray_address} as job {job_id}\n".encode())
         if gpus > 1:
-            logf.write(f"{gpus} GPUs: {plan.reason}\n".encode())
+            logf.write(f"{plan.reason}\n".encode())
     cmd = [sys.executable, "-m", WORKER_MODULE, str(run["id"]), "--data-dir", str(settings.data_dir),
            "--ray-job", job_id]
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}

@@ -150,12 +150,6 @@ def set_items(ctx: AppContext, ref: str | None) -> str:
 
 # ------------------------------------------------------------------ running an evaluation
 
-def server_url(ctx: AppContext) -> str:
-    from serving.fleet import model_server_url
-
-    return getattr(ctx.server, "url", None) or model_server_url(ctx.settings, first_up=True)
-
-
 def embedder_for(ctx: AppContext):
     """all-MiniLM-L6-v2, loaded once per app; None when `tuneloop setup` has not extracted it (the run says so)."""
     from serving.evaluation.embedding import Embedder, EmbeddingModelMissing
@@ -228,13 +222,14 @@ def run_in_background(ctx: AppContext, run_id: int, judge_key: str, stop: thread
     Its outcome (done, stopped, failed and why) is in the store; the tab's timer shows it.
     """
     from serving.evaluation.runner import execute_eval_run
+    from serving.fleet import model_server_url
 
     try:
         with ctx.db() as db:
             run = ev.get_eval_run(db, run_id)
         ensure_loaded(ctx, [run["candidate"], run["baseline"]])
-        execute_eval_run(ctx.settings.db_path, run_id, base_url=server_url(ctx), judge_api_key=judge_key,
-                         embedder=embedder_for(ctx), should_stop=stop.is_set)
+        execute_eval_run(ctx.settings.db_path, run_id, base_url=model_server_url(ctx.settings, first_up=True),
+                         judge_api_key=judge_key, embedder=embedder_for(ctx), should_stop=stop.is_set)
     except EvalError as exc:  # recorded on the run by the runner
         log.info("eval run %d ended: %s", run_id, exc)
     except Exception:  # noqa: BLE001 - the runner marks the run failed; the thread must not die silently
