@@ -61,7 +61,7 @@ class Serving:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         # End-of-run evaluations, run here because only the serving side talks to vLLM.
-        self.evaluator = AutoEvaluator(settings, base_url=self.url, loaded=self._loaded_names, poll_s=poll_s)
+        self.evaluator = AutoEvaluator(settings, loaded=self._loaded_names, poll_s=poll_s)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -78,8 +78,13 @@ class Serving:
             return "failed"
         if not self._attached.is_set():
             return "starting"
-        urls = upstreams(self.settings) if self.fleet else [self.url]
-        return "ready" if any(probe(u, self.settings.served_base_name) == "ready" for u in urls) else "down"
+        ready = any(probe(u, self.settings.served_base_name) == "ready" for u in self.server_urls)
+        return "ready" if ready else "down"
+
+    @property
+    def server_urls(self) -> list[str]:
+        """The servers this app's requests go to: the fleet's router or replicas, else the one server."""
+        return upstreams(self.settings) if self.fleet else [self.url]
 
     @property
     def error(self) -> str:
@@ -105,7 +110,9 @@ class Serving:
         self._attached.clear()
         self._attach_error = ""
         try:
-            wait_until_ready(self.url, self.settings.served_base_name, timeout=self.ready_timeout, stop=self._stop)
+            # A fleet is up once any replica is (the first one may be the one that is down).
+            wait_until_ready(self.server_urls, self.settings.served_base_name, timeout=self.ready_timeout,
+                             stop=self._stop)
             self._on_server_ready()
         except VllmStartError as exc:
             self._attach_error = str(exc)
@@ -119,7 +126,8 @@ class Serving:
             self.supervisor.wait_ready(timeout)
             return
         if not self._attached.wait(timeout):
-            raise VllmStartError(f"the vLLM server at {self.url} is still not answering after {timeout:.0f} s")
+            raise VllmStartError(f"the vLLM server at {', '.join(self.server_urls)} is still not answering after "
+                                 f"{timeout:.0f} s")
         if self._attach_error:
             raise VllmStartError(self._attach_error)
 
@@ -243,7 +251,7 @@ class Serving:
     def create_api(self) -> FastAPI:
         """The app's OpenAI-compatible API; the web app mounts its UI on the returned FastAPI app."""
         if self.fleet:
-            app = create_api(self.settings, upstream_urls=upstreams(self.settings))
+            app = create_api(self.settings, upstream_urls=self.server_urls)
         else:
             app = create_api(self.settings, upstream_url=self.url)
         self._traffic.append(app.state.traffic)  # stop() flushes its capture queue

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import httpx
 
@@ -54,19 +54,23 @@ def probe(url: str, served_name: str, *, timeout: float = 3.0) -> Literal["down"
         return "down"
 
 
-def wait_until_ready(url: str, served_name: str, *, timeout: float, alive: Callable[[], bool] = lambda: True,
-                     stop: threading.Event | None = None, interval: float = 1.0) -> None:
-    """Poll until the model answers; raises VllmStartError on timeout or when `alive()` turns false."""
+def wait_until_ready(url: str | Sequence[str], served_name: str, *, timeout: float,
+                     alive: Callable[[], bool] = lambda: True, stop: threading.Event | None = None,
+                     interval: float = 1.0) -> None:
+    """Poll until the model answers at `url` (or at any of several: a fleet's replicas, of which some may be
+    down); raises VllmStartError on timeout or when `alive()` turns false."""
+    urls = [url] if isinstance(url, str) else list(url)
+    where = f"the vLLM server{'s' if len(urls) > 1 else ''} at {', '.join(urls)}"
     deadline = time.monotonic() + timeout
     while True:
-        if probe(url, served_name) == "ready":
+        if any(probe(u, served_name) == "ready" for u in urls):
             return
         if not alive():
-            raise VllmStartError(f"the vLLM server at {url} exited before it was ready")
+            raise VllmStartError(f"{where} exited before it was ready")
         if stop is not None and stop.is_set():
             raise VllmStartError("stopped while waiting for the vLLM server")
         if time.monotonic() > deadline:
-            raise VllmStartError(f"the vLLM server at {url} did not answer with model {served_name!r} "
+            raise VllmStartError(f"{where} did not answer with model {served_name!r} "
                                  f"within {timeout:.0f} s")
         time.sleep(interval)
 

@@ -284,3 +284,57 @@ def test_cli_chat_and_adapter_statuses_go_to_the_fleet_not_a_local_server(fleet_
         report = json.loads(listed.output)
         assert report["server_up"] and report["server"] == f"{dead}, {alive}"
         assert {m["name"]: m["status"] for m in report["models"]}["a-v1"] == "loaded"
+
+
+def test_an_app_whose_first_replica_is_down_starts_and_evaluates_on_the_live_one(fleet_settings, tmp_path):
+    """Tried as a user: with the first replica of TUNELOOP_REPLICA_URLS down, the app waited on that one alone
+    (never "ready", so end-of-run evaluations never ran) and the evaluation queue asked it, not the live one."""
+    from fake_vllm import FakeVllm
+    from serving.service import Serving
+    from store import evaluations as ev
+
+    _registered(fleet_settings, "a-v1", tmp_path)
+    adapter_store.publish(fleet_settings, "a-v1", tmp_path / "adapters" / "a-v1")
+    with connect(fleet_settings.db_path) as db:
+        ref = ev.create_eval_set_version(db, "orders", [ev.NewEvalItem([{"role": "user", "content": "Where?"}],
+                                                                       "Here.")], source_kind="manual")
+        run_id = ev.create_eval_run(db, candidate="a-v1", baseline="base", set_version_id=ref.id, trigger="auto")
+    dead = f"http://127.0.0.1:{free_port()}"
+    with FakeVllm(free_port(), served_name="base") as replica:
+        replica.adapters["a-v1"] = str(tmp_path / "adapters" / "a-v1")
+        settings = fleet_settings.model_copy(update={"replica_urls": f"{dead},{replica.url}",
+                                                     "base_model_name": "base"})
+        serving = Serving(settings, poll_s=60, ready_timeout=20)
+        serving.start(wait=True)  # used to wait on the dead replica until ready_timeout, then "failed"
+        try:
+            assert serving.state == "ready" and serving.server_urls == [dead, replica.url]
+            assert serving.evaluator.run_once() == run_id
+        finally:
+            serving.stop()
+        with connect(settings.db_path) as db:
+            run = ev.get_eval_run(db, run_id)
+        assert run["status"] == "done", run["error"]
+        assert {r[2]["model"] for r in replica.requests if r[1] == "/v1/chat/completions"} == {"a-v1", "base"}
+
+
+def test_an_automatic_evaluation_that_breaks_before_it_starts_is_failed_not_retried_for_ever(fleet_settings,
+                                                                                              monkeypatch):
+    from serving.evaluation.auto import AutoEvaluator
+    from store import evaluations as ev
+
+    with connect(fleet_settings.db_path) as db:
+        ref = ev.create_eval_set_version(db, "orders", [ev.NewEvalItem([{"role": "user", "content": "Where?"}],
+                                                                       "Here.")], source_kind="manual")
+        run_id = ev.create_eval_run(db, candidate="a-v1", baseline="base", set_version_id=ref.id, trigger="auto")
+    evaluator = AutoEvaluator(fleet_settings, loaded=lambda: {"a-v1", "base"})
+
+    def broken():
+        raise ImportError("cannot import name 'AutoModel' from 'transformers'")
+
+    monkeypatch.setattr(evaluator, "embedder", broken)
+    with pytest.raises(ImportError):
+        evaluator.run_once()  # the queue's loop logs it
+    with connect(fleet_settings.db_path) as db:
+        run = ev.get_eval_run(db, run_id)
+    assert run["status"] == "failed" and "ImportError" in run["error"]
+    assert evaluator.run_once() is None  # not picked up again

@@ -207,6 +207,21 @@ def test_a_model_the_server_does_not_serve_fails_the_run_with_the_reason(ctx, vl
     assert "Failed" in tab.poll(ctx, str(run_id), "all", None)[0]
 
 
+def test_a_run_that_breaks_before_the_runner_takes_it_fails_instead_of_staying_queued(ctx, monkeypatch):
+    """Seen once in the app: loading the embedding model raised (transformers' lazy import, from two threads at
+    once), and the run stayed "waiting to start" for ever."""
+    manual_set(ctx)
+
+    def broken(ctx):
+        raise ImportError("cannot import name 'AutoModel' from 'transformers'")
+
+    monkeypatch.setattr(tab, "embedder_for", broken)
+    run_id = tab.start_eval(ctx, "ana", "support-v1", "base", "refunds", "", "", "", 0, "continue")
+    run = wait_final(ctx, run_id)
+    assert run["status"] == "failed" and run["error"].startswith("internal error (ImportError")
+    assert "Failed" in tab.poll(ctx, str(run_id), "all", None)[0]
+
+
 @pytest.mark.parametrize("args, words", [
     ((None, "parent", "refunds", "", "", ""), "Pick the adapter"),
     (("support-v1", "parent", None, "", "", ""), "Pick an eval set"),

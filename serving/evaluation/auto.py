@@ -12,7 +12,8 @@ import logging
 import threading
 from typing import Callable
 
-from serving.evaluation.runner import EvalError, execute_eval_run
+from serving.evaluation.runner import EvalError, execute_eval_run, fail_unstarted
+from serving.fleet import model_server_url
 from store import evaluations as ev
 from store.db import connect
 from store.settings import Settings
@@ -33,9 +34,8 @@ def next_runnable(queued: list[dict], loaded: set[str]) -> dict | None:
 class AutoEvaluator:
     """A daemon thread: every `poll_s`, run the next queued automatic evaluation whose models are loaded."""
 
-    def __init__(self, settings: Settings, *, base_url: str, loaded: Callable[[], set[str]], poll_s: float = 5.0):
+    def __init__(self, settings: Settings, *, loaded: Callable[[], set[str]], poll_s: float = 5.0):
         self.settings = settings
-        self.base_url = base_url
         self.loaded = loaded
         self.poll_s = poll_s
         self._stop = threading.Event()
@@ -79,10 +79,14 @@ class AutoEvaluator:
             return None
         log.info("automatic evaluation %d: %s against %s", run["id"], run["candidate"], run["baseline"])
         try:
-            execute_eval_run(self.settings.db_path, run["id"], base_url=self.base_url, embedder=self.embedder(),
-                             should_stop=self._stop.is_set)
+            # Asked per run: on a fleet without a router, the first replica that answers now.
+            execute_eval_run(self.settings.db_path, run["id"], base_url=model_server_url(self.settings, first_up=True),
+                             embedder=self.embedder(), should_stop=self._stop.is_set)
         except EvalError as exc:
             log.warning("automatic evaluation %d failed: %s", run["id"], exc)
+        except Exception as exc:  # not retried every poll for ever: failed, with why, and logged by _loop
+            fail_unstarted(self.settings.db_path, run["id"], exc)
+            raise
         return run["id"]
 
     def _loop(self) -> None:

@@ -342,7 +342,7 @@ def execute_eval_run(db_path: Path | str, run_id: int, *, base_url: str, api_key
             ev.finish_eval_run(db, run_id, "failed", error=str(exc))
             raise
         except Exception as exc:  # a bug of ours: the run must not stay "running" forever
-            ev.finish_eval_run(db, run_id, "failed", error=f"internal error ({type(exc).__name__}: {exc})")
+            ev.finish_eval_run(db, run_id, "failed", error=internal_error(exc))
             raise
         finally:
             if own_asker:
@@ -357,6 +357,18 @@ def execute_eval_run(db_path: Path | str, run_id: int, *, base_url: str, api_key
         if outcome.failure is not None:
             raise outcome.failure
         return outcome
+
+
+def internal_error(exc: Exception) -> str:
+    return f"internal error ({type(exc).__name__}: {exc})"
+
+
+def fail_unstarted(db_path: Path | str, run_id: int, exc: Exception) -> None:
+    """Mark a run failed that broke before `execute_eval_run` took it (loading the embedding model, say), so it
+    does not stay queued for ever; a run the runner already ended is left as it is."""
+    with connect(db_path) as db:
+        if ev.get_eval_run(db, run_id)["status"] in ("queued", "running"):
+            ev.finish_eval_run(db, run_id, "failed", error=internal_error(exc))
 
 
 def load_summary(db, run_id: int) -> EvalSummary | None:

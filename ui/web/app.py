@@ -207,7 +207,8 @@ def serve_app(settings: Settings, *, announce=print, serving=None, trainer: Trai
     where = f"http://{host}:{settings.port}"
     announce(note)
     if serving.external:
-        announce(f"using the vLLM server at {serving.url}")
+        what = "router" if settings.router_url.strip() else "replicas" if serving.fleet else "server"
+        announce(f"using the vLLM {what} at {', '.join(serving.server_urls)}")
     else:
         announce(f"starting the model server (vLLM) on {serving.url}: about a minute on CPU; log: {serving.log_path}")
     serving.start(wait=False)

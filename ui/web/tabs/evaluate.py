@@ -221,7 +221,7 @@ def run_in_background(ctx: AppContext, run_id: int, judge_key: str, stop: thread
 
     Its outcome (done, stopped, failed and why) is in the store; the tab's timer shows it.
     """
-    from serving.evaluation.runner import execute_eval_run
+    from serving.evaluation.runner import execute_eval_run, fail_unstarted
     from serving.fleet import model_server_url
 
     try:
@@ -232,8 +232,9 @@ def run_in_background(ctx: AppContext, run_id: int, judge_key: str, stop: thread
                          judge_api_key=judge_key, embedder=embedder_for(ctx), should_stop=stop.is_set)
     except EvalError as exc:  # recorded on the run by the runner
         log.info("eval run %d ended: %s", run_id, exc)
-    except Exception:  # noqa: BLE001 - the runner marks the run failed; the thread must not die silently
+    except Exception as exc:  # noqa: BLE001 - the thread must not die silently, nor leave the run queued
         log.exception("eval run %d", run_id)
+        fail_unstarted(ctx.settings.db_path, run_id, exc)
     finally:
         _stops.pop(run_id, None)
 
