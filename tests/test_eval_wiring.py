@@ -163,3 +163,22 @@ def test_cli_deploy_refuses_without_an_eval_and_forces_with_a_recorded_reason(se
     assert "support: support-v1" in listed.output and "reason: first deployment" in listed.output
     back = CliRunner().invoke(app, ["deploy", "rollback", "support"])
     assert back.exit_code == 0 and "support-v1 -> smollm2-135m-instruct (rollback)" in back.output
+
+
+def test_the_app_fails_evaluations_it_stopped_during_or_never_started_and_keeps_automatic_ones_queued(settings):
+    from serving.evaluation.auto import INTERRUPTED, AutoEvaluator
+    from store.db import connect
+
+    with connect(settings.db_path) as db:
+        ref = ev.create_eval_set_version(db, "golden", [NewEvalItem(conv("Where?", "")[:1], "Here.")],
+                                         source_kind="manual")
+        running, manual, auto = (ev.create_eval_run(db, candidate="v2", baseline="v1", set_version_id=ref.id,
+                                                    trigger=trigger) for trigger in ("manual", "manual", "auto"))
+        ev.mark_eval_running(db, running, total=1)
+    evaluator = AutoEvaluator(settings, loaded=set, poll_s=60)
+    evaluator.start()
+    evaluator.stop()
+    with connect(settings.db_path) as db:
+        runs = {r: ev.get_eval_run(db, r) for r in (running, manual, auto)}
+    status = {r: (run["status"], run["error"]) for r, run in runs.items()}
+    assert status == {running: ("failed", INTERRUPTED), manual: ("failed", INTERRUPTED), auto: ("queued", None)}

@@ -113,3 +113,38 @@ def _get(url):
         return httpx.get(url, headers={"Authorization": "Bearer k"}, timeout=2)
     except httpx.HTTPError:
         return None
+
+
+def test_serve_imports_transformers_before_any_thread_that_uses_it_starts(env, monkeypatch):
+    """transformers 5's lazy import fails when two threads import it first at once (the Train tab's estimate and
+    an evaluation's embedding model did), so `serve_app` imports it once before the app's threads start."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from serving.service import Serving
+    from ui.web import app as web_app
+
+    imported, built = [], threading.Event()
+
+    def slow_import():  # still importing when the app is built and its threads could start
+        built.wait(60)
+        time.sleep(0.5)
+        imported.append(True)
+
+    def mount_ui(*args):
+        app = mount(*args)
+        built.set()
+        return app
+
+    serving = Serving(env)
+    started_after_import = []
+    mount = web_app.mount_ui
+    monkeypatch.setattr(web_app, "mount_ui", mount_ui)
+    monkeypatch.setattr(web_app, "import_ml_libraries", slow_import)
+    monkeypatch.setattr(serving, "start", lambda **kw: started_after_import.append(bool(imported)))
+    monkeypatch.setattr(serving, "stop", lambda: None)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: None)  # requests would be served from here on
+    web_app.serve_app(env, announce=lambda line: None, serving=serving)
+    assert started_after_import == [True]

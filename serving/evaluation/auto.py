@@ -3,7 +3,8 @@
 A finished training run queues its evaluation against its parent (training.evalsets.queue_auto_eval);
 the training process cannot ask vLLM, so this thread, beside the adapter watcher, picks the run up
 once both models are loaded and runs it through the same `execute_eval_run` as `tuneloop eval run`.
-An evaluation left "running" by a stopped app is marked failed at start, with the reason.
+An evaluation left "running" by a stopped app, or a manual one it had not started, is marked failed at
+start, with the reason.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class AutoEvaluator:
 
     def start(self) -> None:
         with connect(self.settings.db_path) as db:
-            for run in ev.list_eval_runs(db, status="running"):
+            # A manual run still queued lost the app thread that was about to run it (only automatic ones are
+            # picked up from the queue): without this it would show "waiting to start" for ever.
+            orphans = [r for r in ev.list_eval_runs(db, status="queued") if r["trigger"] != "auto"]
+            for run in ev.list_eval_runs(db, status="running") + orphans:
                 ev.finish_eval_run(db, run["id"], "failed", error=INTERRUPTED)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="eval-queue", daemon=True)

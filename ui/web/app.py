@@ -181,6 +181,18 @@ def mount_ui(app: FastAPI, ctx: AppContext, *, path: str = "/") -> FastAPI:
     )
 
 
+def import_ml_libraries() -> None:
+    """Import torch, transformers and the classes the app's threads use from it, once.
+
+    transformers 5's lazy module is not safe to import from two threads at once: the Train tab's estimate
+    (training.recipe) and an evaluation's embedding model, first used together, made the second fail with
+    "cannot import name 'AutoModel' from 'transformers'". So `serve_app` does this before any request or
+    background thread can run (about 4 s on 2 cores, most of it beside the app's own set-up).
+    """
+    import training.recipe  # noqa: F401 - torch, transformers' Trainer, peft
+    from transformers import AutoModel, AutoTokenizer  # noqa: F401 - serving.evaluation.embedding's
+
+
 def serve_app(settings: Settings, *, announce=print, serving=None, trainer: Trainer | None = None) -> None:
     """What `tuneloop serve` runs: the model server, the API under /v1 and this app on one port.
 
@@ -195,6 +207,8 @@ def serve_app(settings: Settings, *, announce=print, serving=None, trainer: Trai
     from training.queue import startup
     from ui.web.tabs.train import QueueTrainer
 
+    libraries = threading.Thread(target=import_ml_libraries, name="import-ml-libraries", daemon=True)
+    libraries.start()
     host, note = startup_note(settings)
     settings = settings.model_copy(update={"host": host})
     serving = serving or Serving(settings)
@@ -211,6 +225,7 @@ def serve_app(settings: Settings, *, announce=print, serving=None, trainer: Trai
         announce(f"using the vLLM {what} at {', '.join(serving.server_urls)}")
     else:
         announce(f"starting the model server (vLLM) on {serving.url}: about a minute on CPU; log: {serving.log_path}")
+    libraries.join()  # before the first thread that may use them (see import_ml_libraries)
     serving.start(wait=False)
     threading.Thread(target=_announce_when_ready, args=(serving, announce), name="announce-ready",
                      daemon=True).start()
